@@ -1,0 +1,355 @@
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+use crate::{Classification, ErrorClass, LocalRejection};
+
+/// An error that knows its [`Classification`].
+///
+/// Every layer of the stack reads errors through this trait. The optional
+/// [`ErrorContext`] is where outer layers note what they did (attempts made,
+/// why retrying stopped, fallback targets tried); error types that have no
+/// room for it keep the default methods and the notes are simply not kept.
+pub trait Classified {
+    /// The failure's class and metadata.
+    fn classification(&self) -> &Classification;
+
+    /// Notes added by the layers this error passed through, if this error
+    /// type keeps them.
+    fn context(&self) -> Option<&ErrorContext> {
+        None
+    }
+
+    /// Mutable access to the notes, if this error type keeps them.
+    fn context_mut(&mut self) -> Option<&mut ErrorContext> {
+        None
+    }
+}
+
+impl<T: Classified + ?Sized> Classified for Box<T> {
+    fn classification(&self) -> &Classification {
+        (**self).classification()
+    }
+    fn context(&self) -> Option<&ErrorContext> {
+        (**self).context()
+    }
+    fn context_mut(&mut self) -> Option<&mut ErrorContext> {
+        (**self).context_mut()
+    }
+}
+
+/// Why the retry layer stopped retrying and returned this error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryStop {
+    /// The error's class is not retried by the policy.
+    NotRetryable,
+    /// The policy's maximum number of attempts was reached.
+    MaxAttempts,
+    /// The shared retry budget was empty.
+    BudgetExhausted,
+    /// The next wait would have crossed the call's deadline.
+    Deadline,
+}
+
+impl RetryStop {
+    /// Stable metric label.
+    pub const fn label(&self) -> &'static str {
+        match self {
+            RetryStop::NotRetryable => "not_retryable",
+            RetryStop::MaxAttempts => "max_attempts",
+            RetryStop::BudgetExhausted => "budget_exhausted",
+            RetryStop::Deadline => "deadline",
+        }
+    }
+}
+
+/// One target a fallback layer tried, and how it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tried {
+    /// The model or inference profile id.
+    pub target: String,
+    /// The class of its failure.
+    pub class: ErrorClass,
+}
+
+/// What the layers of the stack noted on an error on its way out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorContext {
+    /// Attempts made by the retry layer (0 when no retry layer saw it).
+    pub attempts: u32,
+    /// Why the retry layer stopped, when one saw the error.
+    pub retry_stop: Option<RetryStop>,
+    /// Fallback targets tried before this error was returned, in order.
+    pub tried: Vec<Tried>,
+}
+
+/// A refusal by a layer of this stack: the request never reached Bedrock.
+///
+/// Layers that refuse requests (budget, breaker, retry deadline) create
+/// their error with `E::from(Rejection)`, so the whole stack keeps one error
+/// type. [`ClassifiedError`] implements `From<Rejection>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    classification: Classification,
+    key: Option<String>,
+}
+
+impl Rejection {
+    /// A rejection of the given kind.
+    pub fn new(kind: LocalRejection) -> Self {
+        Rejection {
+            classification: Classification::new(ErrorClass::Local(kind)),
+            key: None,
+        }
+    }
+
+    /// Says when trying again may succeed.
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.classification.retry_after = Some(after);
+        self
+    }
+
+    /// Names what was refused: a model id or a budget key. Never put a
+    /// prompt or other request content here.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The kind of rejection.
+    pub fn kind(&self) -> LocalRejection {
+        match self.classification.class {
+            ErrorClass::Local(kind) => kind,
+            // Constructed only through `new`.
+            _ => LocalRejection::BudgetExhausted,
+        }
+    }
+
+    /// The model id or budget key, when given.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// When trying again may succeed, when known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.classification.retry_after
+    }
+}
+
+impl Classified for Rejection {
+    fn classification(&self) -> &Classification {
+        &self.classification
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind() {
+            LocalRejection::BudgetExhausted => "token budget exhausted",
+            LocalRejection::RequestTooLarge => "request larger than the whole token budget",
+            LocalRejection::CircuitOpen => "circuit breaker open",
+            LocalRejection::RetryBudgetExhausted => "retry budget exhausted",
+            LocalRejection::DeadlineExceeded => "deadline exceeded",
+        };
+        f.write_str(what)?;
+        if let Some(key) = &self.key {
+            write!(f, " for {key}")?;
+        }
+        if let Some(after) = self.classification.retry_after {
+            write!(f, "; retry after {after:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for Rejection {}
+
+/// The error type the stack shares: an inner error (or a local rejection)
+/// with its [`Classification`] and the [`ErrorContext`] outer layers add.
+///
+/// `Display` names the class and the code, never a body or a message.
+/// [`Error::source`] returns the inner error, so nothing is lost.
+pub struct ClassifiedError<E> {
+    classification: Classification,
+    context: ErrorContext,
+    source: Source<E>,
+}
+
+enum Source<E> {
+    Inner(E),
+    Local(Rejection),
+}
+
+impl<E> ClassifiedError<E> {
+    /// Wraps an inner error with its classification.
+    pub fn new(inner: E, classification: Classification) -> Self {
+        ClassifiedError {
+            classification,
+            context: ErrorContext::default(),
+            source: Source::Inner(inner),
+        }
+    }
+
+    /// The inner error, unless this is a local rejection.
+    pub fn inner(&self) -> Option<&E> {
+        match &self.source {
+            Source::Inner(e) => Some(e),
+            Source::Local(_) => None,
+        }
+    }
+
+    /// Takes the inner error, unless this is a local rejection.
+    pub fn into_inner(self) -> Option<E> {
+        match self.source {
+            Source::Inner(e) => Some(e),
+            Source::Local(_) => None,
+        }
+    }
+
+    /// The local rejection, if this is one.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match &self.source {
+            Source::Local(r) => Some(r),
+            Source::Inner(_) => None,
+        }
+    }
+
+    /// The class of the failure.
+    pub fn class(&self) -> ErrorClass {
+        self.classification.class
+    }
+
+    /// Maps the inner error, keeping classification and context.
+    pub fn map_inner<F, T>(self, f: F) -> ClassifiedError<T>
+    where
+        F: FnOnce(E) -> T,
+    {
+        ClassifiedError {
+            classification: self.classification,
+            context: self.context,
+            source: match self.source {
+                Source::Inner(e) => Source::Inner(f(e)),
+                Source::Local(r) => Source::Local(r),
+            },
+        }
+    }
+}
+
+impl<E> From<Rejection> for ClassifiedError<E> {
+    fn from(rejection: Rejection) -> Self {
+        ClassifiedError {
+            classification: rejection.classification.clone(),
+            context: ErrorContext::default(),
+            source: Source::Local(rejection),
+        }
+    }
+}
+
+impl<E> Classified for ClassifiedError<E> {
+    fn classification(&self) -> &Classification {
+        &self.classification
+    }
+    fn context(&self) -> Option<&ErrorContext> {
+        Some(&self.context)
+    }
+    fn context_mut(&mut self) -> Option<&mut ErrorContext> {
+        Some(&mut self.context)
+    }
+}
+
+impl<E> fmt::Display for ClassifiedError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Local(r) => write!(f, "{r}")?,
+            Source::Inner(_) => write!(f, "bedrock call failed: {}", self.classification)?,
+        }
+        if self.context.attempts > 1 {
+            write!(f, " (after {} attempts)", self.context.attempts)?;
+        }
+        if !self.context.tried.is_empty() {
+            write!(f, " (tried {} targets:", self.context.tried.len())?;
+            for t in &self.context.tried {
+                write!(f, " {}", t.target)?;
+            }
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+impl<E> fmt::Debug for ClassifiedError<E> {
+    /// Debug output, like `Display`, carries no body: the inner error is
+    /// not formatted because SDK errors may hold raw responses.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifiedError")
+            .field("classification", &self.classification)
+            .field("context", &self.context)
+            .field("local", &matches!(self.source, Source::Local(_)))
+            .finish()
+    }
+}
+
+impl<E: Error + 'static> Error for ClassifiedError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.source {
+            Source::Inner(e) => Some(e),
+            Source::Local(r) => Some(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ThrottleKind;
+
+    #[derive(Debug)]
+    struct Inner;
+    impl fmt::Display for Inner {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("inner with a secret body")
+        }
+    }
+    impl Error for Inner {}
+
+    #[test]
+    fn wraps_and_exposes_source_without_printing_it() {
+        let c = Classification::new(ErrorClass::Throttled(ThrottleKind::RequestRate))
+            .with_code("ThrottlingException")
+            .with_status(429);
+        let mut e = ClassifiedError::new(Inner, c);
+        e.context_mut().unwrap().attempts = 3;
+        let shown = e.to_string();
+        assert_eq!(
+            shown,
+            "bedrock call failed: throttled (request rate): ThrottlingException, HTTP 429 (after 3 attempts)"
+        );
+        assert!(!format!("{e:?}").contains("secret"));
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            "inner with a secret body"
+        );
+        assert!(e.inner().is_some());
+    }
+
+    #[test]
+    fn rejection_converts_into_the_stack_error() {
+        let r = Rejection::new(LocalRejection::CircuitOpen)
+            .with_key("anthropic.claude-3-haiku")
+            .with_retry_after(Duration::from_secs(2));
+        assert_eq!(r.kind(), LocalRejection::CircuitOpen);
+        let e: ClassifiedError<Inner> = r.into();
+        assert_eq!(e.class(), ErrorClass::Local(LocalRejection::CircuitOpen));
+        assert_eq!(e.classification().retry_after, Some(Duration::from_secs(2)));
+        assert!(e.inner().is_none());
+        assert_eq!(
+            e.to_string(),
+            "circuit breaker open for anthropic.claude-3-haiku; retry after 2s"
+        );
+        let mapped = e.map_inner(|_| 5u8);
+        assert!(mapped.rejection().is_some());
+    }
+}

@@ -1,0 +1,51 @@
+//! Metric names emitted through the [`metrics`](https://docs.rs/metrics)
+//! facade by the crates of this workspace.
+//!
+//! Names follow Prometheus conventions and echo Bedrock's CloudWatch metrics
+//! (`Invocations`, `InvocationThrottles`, `InvocationClientErrors`,
+//! `InvocationServerErrors`, `InvocationLatency`, `InputTokenCount`,
+//! `OutputTokenCount`). Labels never carry request content: only model ids,
+//! classes, kinds, tenants, states and windows.
+
+/// Counter: errors classified by `ThrottleClassify`.
+/// Labels: `class`, `kind`, `model`, `code`.
+pub const INVOCATION_ERRORS: &str = "bedrock_invocation_errors_total";
+/// Counter: throttles (429) classified. Labels: `kind`, `model`.
+pub const INVOCATION_THROTTLES: &str = "bedrock_invocation_throttles_total";
+/// Counter: calls that reached the classifier (successes and failures).
+/// Labels: `model`.
+pub const INVOCATIONS: &str = "bedrock_invocations_total";
+
+/// Counter: retries scheduled. Labels: `class`, `kind`.
+pub const RETRIES: &str = "bedrock_retries_total";
+/// Counter: retries refused because the retry budget was empty.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "bedrock_retry_budget_exhausted_total";
+/// Histogram (seconds): waits chosen before a retry. Labels: `class`.
+pub const RETRY_WAIT_SECONDS: &str = "bedrock_retry_wait_seconds";
+
+/// Gauge: budget utilisation (used + reserved over limit).
+/// Labels: `model` (the budget key), `window` (`tokens`, `requests`, `day`).
+pub const BUDGET_UTILIZATION: &str = "bedrock_budget_utilization_ratio";
+/// Counter: requests that waited for budget. Labels: `model`, `tenant`.
+pub const BUDGET_WAITS: &str = "bedrock_budget_waits_total";
+/// Counter: requests shed by the budget. Labels: `model`, `tenant`, `reason`.
+pub const BUDGET_SHEDS: &str = "bedrock_budget_sheds_total";
+/// Histogram (seconds): time spent waiting for budget. Labels: `model`, `tenant`.
+pub const BUDGET_WAIT_SECONDS: &str = "bedrock_budget_wait_seconds";
+/// Gauge: the budget's effective (adaptive) token limit. Labels: `model`.
+pub const BUDGET_EFFECTIVE_LIMIT: &str = "bedrock_budget_effective_limit_tokens";
+
+/// Gauge: breaker state per model (0 closed, 1 half-open, 2 open).
+/// Labels: `model`.
+pub const CIRCUIT_STATE: &str = "bedrock_circuit_state";
+/// Counter: breaker state transitions. Labels: `model`, `from`, `to`.
+pub const CIRCUIT_TRANSITIONS: &str = "bedrock_circuit_transitions_total";
+/// Counter: calls rejected by an open breaker. Labels: `model`.
+pub const CIRCUIT_REJECTED: &str = "bedrock_circuit_rejected_total";
+
+/// Counter: fallbacks from one target to the next. Labels: `from`, `to`, `class`.
+pub const FALLBACKS: &str = "bedrock_fallback_total";
+/// Gauge: requests in flight that are being served by a fallback target.
+pub const DEGRADED_IN_FLIGHT: &str = "bedrock_degraded_requests";
+/// Counter: responses served by a fallback target. Labels: `target`.
+pub const DEGRADED_SERVED: &str = "bedrock_degraded_served_total";
