@@ -1,0 +1,385 @@
+//! Configuration: the builder and what it validates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_bedrock_core::ErrorClass;
+
+use crate::error::ConfigError;
+use crate::key::{KeyFn, ModelIdKey};
+use crate::layer::CircuitBreakLayer;
+use crate::registry::Registry;
+
+/// How one finished call counts for its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The model answered: counts as a success.
+    Success,
+    /// The failure says the model or the service is unhealthy: counts as a
+    /// failure.
+    Failure,
+    /// Says nothing about the model's health: not counted at all (and a
+    /// half-open probe that ends this way frees its slot).
+    Ignored,
+}
+
+/// The default decision table from an error's class.
+///
+/// | class | outcome |
+/// |---|---|
+/// | `Unavailable(_)` (service, network, connection pool) | failure |
+/// | `ModelTimeout` | failure |
+/// | `Throttled(ModelOverloaded)`, `Throttled(ModelNotReady)` | failure |
+/// | `Throttled(RequestRate \| TokenRate \| Unspecified)` | ignored, or failure when `count_rate_throttles` |
+/// | `QuotaExceeded`, `Client(_)`, `Local(_)`, `Unknown` | ignored |
+///
+/// Health failures are those of [`ErrorClass::is_health_failure`]: rate
+/// throttles are quota, not health, so they are ignored unless asked.
+pub fn default_outcome(class: ErrorClass, count_rate_throttles: bool) -> Outcome {
+    if class.is_health_failure() || (count_rate_throttles && class.is_rate_throttle()) {
+        Outcome::Failure
+    } else {
+        Outcome::Ignored
+    }
+}
+
+/// The sliding window the rate rules are computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WindowConfig {
+    /// The last `n` counted calls.
+    Count(u32),
+    /// `buckets` buckets of `width` each: the calls of the last
+    /// `width x buckets`.
+    Time { width: Duration, buckets: u32 },
+}
+
+/// The validated settings every breaker of a layer shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) failure_rate: Option<f64>,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) slow: Option<(Duration, f64)>,
+    pub(crate) window: WindowConfig,
+    pub(crate) minimum_calls: u32,
+    pub(crate) open_base: Duration,
+    pub(crate) open_max: Duration,
+    pub(crate) open_multiplier: f64,
+    pub(crate) open_jitter: f64,
+    pub(crate) half_open_probes: u32,
+    pub(crate) half_open_success_rate: f64,
+    pub(crate) overload_open: Option<Duration>,
+    pub(crate) count_rate_throttles: bool,
+    pub(crate) classify: Option<fn(ErrorClass) -> Outcome>,
+    pub(crate) max_breakers: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) seed: Option<u64>,
+    pub(crate) busy_retry_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            failure_rate: Some(0.5),
+            consecutive_failures: None,
+            slow: None,
+            window: WindowConfig::Count(20),
+            minimum_calls: 10,
+            open_base: Duration::from_secs(5),
+            open_max: Duration::from_secs(120),
+            open_multiplier: 2.0,
+            open_jitter: 0.1,
+            half_open_probes: 3,
+            half_open_success_rate: 1.0,
+            overload_open: None,
+            count_rate_throttles: false,
+            classify: None,
+            max_breakers: 1024,
+            idle_timeout: Duration::from_secs(600),
+            seed: None,
+            busy_retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+fn rate(setting: &'static str, value: f64) -> Result<(), ConfigError> {
+    // NaN fails both comparisons.
+    if value > 0.0 && value <= 1.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidRate { setting, value })
+    }
+}
+
+fn nonzero(setting: &'static str, zero: bool) -> Result<(), ConfigError> {
+    if zero {
+        Err(ConfigError::Zero { setting })
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.failure_rate.is_none()
+            && self.consecutive_failures.is_none()
+            && self.slow.is_none()
+            && self.overload_open.is_none()
+        {
+            return Err(ConfigError::NoTripRule);
+        }
+        if let Some(r) = self.failure_rate {
+            rate("failure_rate_threshold", r)?;
+        }
+        if let Some(n) = self.consecutive_failures {
+            nonzero("consecutive_failures", n == 0)?;
+        }
+        if let Some((threshold, r)) = self.slow {
+            nonzero("slow_call_duration", threshold.is_zero())?;
+            rate("slow_call_rate_threshold", r)?;
+        }
+        match self.window {
+            WindowConfig::Count(n) => {
+                nonzero("count_window", n == 0)?;
+                if self.minimum_calls > n {
+                    return Err(ConfigError::MinimumCallsExceedWindow {
+                        minimum_calls: self.minimum_calls,
+                        window: n,
+                    });
+                }
+            }
+            WindowConfig::Time { width, buckets } => {
+                nonzero("time_window bucket width", width.is_zero())?;
+                nonzero("time_window buckets", buckets == 0)?;
+            }
+        }
+        nonzero("minimum_calls", self.minimum_calls == 0)?;
+        nonzero("open_duration", self.open_base.is_zero())?;
+        if self.open_max < self.open_base {
+            return Err(ConfigError::OpenDurationRange {
+                base: self.open_base,
+                max: self.open_max,
+            });
+        }
+        if !(self.open_multiplier.is_finite() && self.open_multiplier >= 1.0) {
+            return Err(ConfigError::InvalidMultiplier(self.open_multiplier));
+        }
+        if !(self.open_jitter >= 0.0 && self.open_jitter < 1.0) {
+            return Err(ConfigError::InvalidJitter(self.open_jitter));
+        }
+        nonzero("half_open_probes", self.half_open_probes == 0)?;
+        rate("half_open_success_rate", self.half_open_success_rate)?;
+        if let Some(d) = self.overload_open {
+            nonzero("open_on_overload", d.is_zero())?;
+        }
+        nonzero("max_breakers", self.max_breakers == 0)?;
+        nonzero("idle_timeout", self.idle_timeout.is_zero())?;
+        Ok(())
+    }
+
+    /// How a finished call counts.
+    pub(crate) fn outcome(&self, class: ErrorClass) -> Outcome {
+        match self.classify {
+            Some(f) => f(class),
+            None => default_outcome(class, self.count_rate_throttles),
+        }
+    }
+
+    /// Successful probes needed to close from half-open.
+    pub(crate) fn required_probe_successes(&self) -> u32 {
+        let n = self.half_open_probes;
+        let required = (f64::from(n) * self.half_open_success_rate).ceil();
+        // In [0, n] since the rate is in (0, 1]; at least one probe must pass.
+        (required as u32).clamp(1, n)
+    }
+}
+
+/// Builds a [`CircuitBreakLayer`]; [`build`](Self::build) checks the
+/// settings and returns a typed [`ConfigError`] for any that cannot work.
+///
+/// Defaults: failure rate >= 50 % over the last 20 counted calls with at
+/// least 10 calls; no consecutive-failure or slow-call rule; open for 5 s,
+/// doubling on every trip in a row up to 120 s, up to 10 % shorter at
+/// random; 3 half-open probes that must all succeed; rate throttles ignored;
+/// no overload rule; at most 1024 breakers, each dropped after 10 minutes
+/// idle.
+#[derive(Debug, Clone)]
+pub struct CircuitBreakBuilder<K = ModelIdKey> {
+    config: Config,
+    key: K,
+}
+
+impl CircuitBreakBuilder<ModelIdKey> {
+    pub(crate) fn new() -> Self {
+        CircuitBreakBuilder {
+            config: Config::default(),
+            key: ModelIdKey,
+        }
+    }
+}
+
+impl<K> CircuitBreakBuilder<K> {
+    /// Keys breakers with a function of the request instead of its model id
+    /// (a region and a model, a route...).
+    pub fn key_fn<F>(self, f: F) -> CircuitBreakBuilder<KeyFn<F>> {
+        self.key_extractor(KeyFn(f))
+    }
+
+    /// Keys breakers with any [`KeyExtractor`](crate::KeyExtractor).
+    pub fn key_extractor<K2>(self, key: K2) -> CircuitBreakBuilder<K2> {
+        CircuitBreakBuilder {
+            config: self.config,
+            key,
+        }
+    }
+
+    /// Trips when the failure rate over the window reaches `threshold` (in
+    /// `(0, 1]`), once the window holds [`minimum_calls`](Self::minimum_calls).
+    pub fn failure_rate_threshold(mut self, threshold: f64) -> Self {
+        self.config.failure_rate = Some(threshold);
+        self
+    }
+
+    /// Turns the failure-rate rule off (another rule must stay on).
+    pub fn disable_failure_rate(mut self) -> Self {
+        self.config.failure_rate = None;
+        self
+    }
+
+    /// Also trips after `n` failures in a row (ignored calls do not break
+    /// the run; a success does).
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.config.consecutive_failures = Some(n);
+        self
+    }
+
+    /// Also trips when the share of calls slower than `threshold` reaches
+    /// `rate` over the window (with the minimum number of calls). Slow
+    /// calls count whether they succeeded or failed; a slow half-open probe
+    /// counts as a failed probe.
+    pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
+        self.config.slow = Some((threshold, rate));
+        self
+    }
+
+    /// Computes rates over the last `calls` counted calls.
+    pub fn count_window(mut self, calls: u32) -> Self {
+        self.config.window = WindowConfig::Count(calls);
+        self
+    }
+
+    /// Computes rates over the calls of the last `bucket x buckets`,
+    /// counted in `buckets` buckets of `bucket` each.
+    pub fn time_window(mut self, bucket: Duration, buckets: u32) -> Self {
+        self.config.window = WindowConfig::Time {
+            width: bucket,
+            buckets,
+        };
+        self
+    }
+
+    /// Calls the window must hold before a rate rule may trip.
+    pub fn minimum_calls(mut self, n: u32) -> Self {
+        self.config.minimum_calls = n;
+        self
+    }
+
+    /// How long a breaker stays open after its first trip.
+    pub fn open_duration(mut self, base: Duration) -> Self {
+        self.config.open_base = base;
+        self
+    }
+
+    /// The cap on the open duration as it grows over trips in a row.
+    pub fn max_open_duration(mut self, max: Duration) -> Self {
+        self.config.open_max = max;
+        self
+    }
+
+    /// Growth factor of the open duration on each trip in a row (a reopen
+    /// from half-open); 1 keeps it constant.
+    pub fn open_duration_multiplier(mut self, multiplier: f64) -> Self {
+        self.config.open_multiplier = multiplier;
+        self
+    }
+
+    /// Shortens each open duration by a random fraction up to `jitter` (in
+    /// `[0, 1)`), so breakers of many processes do not probe together. The
+    /// cap is never exceeded.
+    pub fn open_jitter(mut self, jitter: f64) -> Self {
+        self.config.open_jitter = jitter;
+        self
+    }
+
+    /// Seeds the jitter's random generator (for reproducible tests).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
+    /// Probes admitted at once in half-open; other calls are rejected.
+    pub fn half_open_probes(mut self, n: u32) -> Self {
+        self.config.half_open_probes = n;
+        self
+    }
+
+    /// Share of the probes that must succeed to close (in `(0, 1]`);
+    /// reopens as soon as that share can no longer be reached.
+    pub fn half_open_success_rate(mut self, rate: f64) -> Self {
+        self.config.half_open_success_rate = rate;
+        self
+    }
+
+    /// Opens the breaker at once when the model answers "overloaded"
+    /// (`Throttled(ModelOverloaded)`), for `duration` or the error's retry
+    /// hint when longer.
+    pub fn open_on_overload(mut self, duration: Duration) -> Self {
+        self.config.overload_open = Some(duration);
+        self
+    }
+
+    /// Counts request-rate, token-rate and unspecified throttles as
+    /// failures (default: ignored, they are quota, not health).
+    pub fn count_rate_throttles(mut self, count: bool) -> Self {
+        self.config.count_rate_throttles = count;
+        self
+    }
+
+    /// Replaces the decision table ([`default_outcome`]) entirely.
+    pub fn classify_with(mut self, f: fn(ErrorClass) -> Outcome) -> Self {
+        self.config.classify = Some(f);
+        self
+    }
+
+    /// The most breakers kept at once. When full, idle breakers are dropped
+    /// first, then the least recently used one that is not forced open;
+    /// when every breaker is forced open, calls for new keys pass through
+    /// unguarded.
+    pub fn max_breakers(mut self, n: usize) -> Self {
+        self.config.max_breakers = n;
+        self
+    }
+
+    /// How long a breaker may go unused before it is dropped (closed ones,
+    /// or open ones past their open time; never one forced open or with
+    /// calls in flight).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.idle_timeout = idle;
+        self
+    }
+
+    /// The retry hint of calls rejected because every half-open probe slot
+    /// is taken (default 1 s).
+    pub fn half_open_busy_retry_after(mut self, after: Duration) -> Self {
+        self.config.busy_retry_after = after;
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<CircuitBreakLayer<K>, ConfigError> {
+        self.config.validate()?;
+        Ok(CircuitBreakLayer::from_parts(
+            self.key,
+            Arc::new(Registry::new(self.config)),
+        ))
+    }
+}

@@ -1,0 +1,77 @@
+//! The response future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower_bedrock_core::Classified;
+
+use crate::breaker::Permit;
+
+pin_project! {
+    /// The future of [`CircuitBreak`](crate::CircuitBreak): the inner call,
+    /// whose outcome is reported to the breaker when it completes, or a
+    /// rejection ready at once.
+    ///
+    /// Dropping it before completion reports nothing and frees the
+    /// half-open probe slot it may hold.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, E> {
+        #[pin]
+        kind: Kind<F, E>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F, E> {
+        Admitted {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+        },
+        Rejected {
+            error: Option<E>,
+        },
+    }
+}
+
+impl<F, E> ResponseFuture<F, E> {
+    pub(crate) fn admitted(future: F, permit: Option<Permit>) -> Self {
+        ResponseFuture {
+            kind: Kind::Admitted { future, permit },
+        }
+    }
+
+    pub(crate) fn rejected(error: E) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Classified,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Admitted { future, permit } => {
+                let output = ready!(future.poll(cx));
+                if let Some(permit) = permit.take() {
+                    permit.finish(output.as_ref().err().map(|e| e.classification()));
+                }
+                Poll::Ready(output)
+            }
+            KindProj::Rejected { error } => match error.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => panic!("CircuitBreak ResponseFuture polled after completion"),
+            },
+        }
+    }
+}
