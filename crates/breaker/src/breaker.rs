@@ -253,14 +253,22 @@ impl Breaker {
     }
 
     /// Records the outcome of an admitted call.
-    fn record(&self, epoch: u64, probe: bool, started: Option<Instant>, err: Option<&Classification>) {
+    fn record(
+        &self,
+        epoch: u64,
+        probe: bool,
+        started: Option<Instant>,
+        err: Option<&Classification>,
+    ) {
         let config = &self.shared.config;
         let outcome = match err {
             None => Outcome::Success,
             Some(c) => config.outcome(c.class),
         };
         let overload = match (err, config.overload_open) {
-            (Some(c), Some(d)) if c.class == ErrorClass::Throttled(ThrottleKind::ModelOverloaded) => {
+            (Some(c), Some(d))
+                if c.class == ErrorClass::Throttled(ThrottleKind::ModelOverloaded) =>
+            {
                 Some(c.retry_after.map_or(d, |hint| hint.max(d)))
             }
             _ => None,

@@ -54,7 +54,10 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::InvalidRate { setting, value } => {
-                write!(f, "circuit breaker: {setting} must be in (0, 1], got {value}")
+                write!(
+                    f,
+                    "circuit breaker: {setting} must be in (0, 1], got {value}"
+                )
             }
             ConfigError::Zero { setting } => {
                 write!(f, "circuit breaker: {setting} must not be zero")

@@ -36,9 +36,7 @@ impl CircuitBreakHandle {
 
     /// One breaker's state and counts, if it exists.
     pub fn get(&self, key: &str) -> Option<BreakerSnapshot> {
-        self.registry
-            .find(key)
-            .map(|b| b.snapshot(Instant::now()))
+        self.registry.find(key).map(|b| b.snapshot(Instant::now()))
     }
 
     /// How many breakers exist.

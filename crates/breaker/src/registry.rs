@@ -74,7 +74,11 @@ impl Registry {
             return None;
         }
         let key: Arc<str> = Arc::from(key);
-        let breaker = Arc::new(Breaker::new(Arc::clone(&key), Arc::clone(&self.shared), now));
+        let breaker = Arc::new(Breaker::new(
+            Arc::clone(&key),
+            Arc::clone(&self.shared),
+            now,
+        ));
         map.breakers.insert(key, Arc::clone(&breaker));
         Some(breaker)
     }

@@ -117,7 +117,10 @@ impl Window {
     pub(crate) fn totals(&self, now: Instant) -> Totals {
         match self {
             Window::Count {
-                len, failures, slow, ..
+                len,
+                failures,
+                slow,
+                ..
             } => Totals {
                 calls: *len as u32,
                 failures: *failures,
