@@ -1,1 +1,159 @@
-//! Work in progress.
+//! `TokenBudget`: a token-aware limiter for Amazon Bedrock.
+//!
+//! Most 429s are self-inflicted: a process sends what the quota cannot
+//! hold. This crate admits each request against the model's quota *before*
+//! sending it, the way Bedrock itself does:
+//!
+//! - at admission it **reserves** the request's demand: estimated input
+//!   tokens plus the output cap (`max_tokens`, or a per-model default when
+//!   unset) times the model's output burndown rate (5 for the Claude 4
+//!   family, 1 otherwise; configurable);
+//! - when the response arrives it **settles** the reservation to the real
+//!   usage (input + cache writes + output x burndown), refunding or charging
+//!   the difference; streams settle when they end
+//!   ([`ReportsUsage::defer_usage`](tower_bedrock_core::ReportsUsage::defer_usage));
+//!   a response without usage keeps its reservation;
+//! - a failed call is refunded when Bedrock cannot have counted it and kept
+//!   otherwise: see [`default_error_settlement`] for the table.
+//!
+//! Limits are per key (the model or inference profile id by default): tokens
+//! per window (TPM), optionally requests per window (RPM) and tokens per
+//! day. When there is no room, a request **waits** in FIFO order per key, up
+//! to the budget's maximum wait, and is then **shed** with
+//! `Local(BudgetExhausted)` carrying when room is expected. A request larger
+//! than the whole window fails at once with `Local(RequestTooLarge)`.
+//!
+//! Several applications share one quota through **tenants**:
+//! [`Budget::tenant`]`(name, weight)` gives each its own layer. Under
+//! contention each waiting request is served from the tenant with the
+//! lowest weighted recent usage (a noisy tenant cannot starve a quiet one),
+//! and a tenant may use whatever the others leave idle. Tenants in the
+//! [`Priority::Interactive`] class are served before [`Priority::Batch`].
+//!
+//! When a rate throttle comes back despite admission (other processes share
+//! the account), the key's effective limit is lowered multiplicatively and
+//! recovers linearly ([`Adaptive`], AIMD), so the process converges on its
+//! real share.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use tower_bedrock_budget::Budget;
+//! use tower_bedrock_core::{
+//!     ClassifiedError, LocalRejection, ModelRequest, ReportsUsage, TokenDemand, Usage,
+//! };
+//!
+//! struct Req { model: String, prompt_tokens: u64, max_tokens: u64 }
+//! impl ModelRequest for Req {
+//!     fn model_id(&self) -> &str { &self.model }
+//!     fn set_model_id(&mut self, id: &str) { self.model = id.to_owned() }
+//!     fn token_demand(&self) -> TokenDemand {
+//!         TokenDemand { input_tokens: self.prompt_tokens, max_output_tokens: Some(self.max_tokens) }
+//!     }
+//! }
+//! struct Resp(Usage);
+//! impl ReportsUsage for Resp {
+//!     fn usage(&self) -> Option<Usage> { Some(self.0) }
+//! }
+//! type Error = ClassifiedError<std::io::Error>;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let budget = Budget::builder()
+//!     .tokens_per_window(1_000)
+//!     .window(Duration::from_secs(60))
+//!     .max_wait(Duration::ZERO) // shed at once, for the example
+//!     .build()
+//!     .unwrap();
+//! // A mock model: 100 input tokens, 20 output tokens per call.
+//! let model = service_fn(|_req: Req| async { Ok::<_, Error>(Resp(Usage::new(100, 20))) });
+//! let mut svc = ServiceBuilder::new().layer(budget.layer()).service(model);
+//!
+//! let req = || Req { model: "amazon.nova-lite-v1:0".into(), prompt_tokens: 100, max_tokens: 400 };
+//! // Reserves 100 + 400, then settles to 100 + 20.
+//! svc.ready().await.unwrap().call(req()).await.unwrap();
+//! let snap = budget.snapshot("amazon.nova-lite-v1:0").unwrap();
+//! assert_eq!((snap.tokens, snap.reserved_tokens), (120, 0));
+//!
+//! // Two more fit (120 + 2 x 500 would not, but settled calls make room).
+//! svc.ready().await.unwrap().call(req()).await.unwrap();
+//! svc.ready().await.unwrap().call(req()).await.unwrap();
+//! assert_eq!(budget.snapshot("amazon.nova-lite-v1:0").unwrap().tokens, 360);
+//!
+//! // A request larger than the whole window is refused at once.
+//! let huge = Req { max_tokens: 5_000, ..req() };
+//! let err = svc.ready().await.unwrap().call(huge).await.unwrap_err();
+//! assert_eq!(err.class(), tower_bedrock_core::ErrorClass::Local(LocalRejection::RequestTooLarge));
+//! # }
+//! ```
+//!
+//! # The sliding window
+//!
+//! Each window is a ring of sub-window counters (100 per window by
+//! default): admission is O(1), memory per key is fixed (about 1.9 KiB with
+//! the defaults), and the error against an exact sliding log is one-sided
+//! and bounded: the tokens admitted in *any* interval of one window's
+//! length never exceed the limit, and a charge stops counting at most one
+//! sub-window later than in an exact log (so under a sustained backlog the
+//! throughput is `n / (n + 1)` of the limit, 99 % by default). The full
+//! argument is in the source of the `window` module; the property test
+//! `tests/window_prop.rs` checks both bounds.
+//!
+//! # Stores
+//!
+//! The per-key windows live in a [`BudgetStore`]; [`InMemoryStore`] is the
+//! default. Waiting, FIFO order, tenants and the adaptive limit stay in the
+//! [`Budget`], so another store (a Redis store shared by many processes)
+//! only implements reservation, settlement and a snapshot, and switching is
+//! a constructor change: [`BudgetBuilder::build_with_store`].
+//!
+//! # Testing another store
+//!
+//! With the `testing` feature, [`testing`](crate::testing) holds the
+//! behavioural test suite of this crate as functions generic over the store,
+//! and the [`budget_store_tests!`] macro generates a `#[test]` for each:
+//!
+//! ```ignore
+//! tower_bedrock_budget::budget_store_tests!(my_store::RedisStore::connect_for_tests());
+//! ```
+//!
+//! # Metrics and events
+//!
+//! Through the `metrics` facade, with the names of
+//! [`tower_bedrock_core::names`]: `bedrock_budget_utilization_ratio{model,
+//! window}` (windows `tokens`, `requests`, `day`),
+//! `bedrock_budget_effective_limit_tokens{model}`,
+//! `bedrock_budget_waits_total{model, tenant}`,
+//! `bedrock_budget_sheds_total{model, tenant, reason}` and the histogram
+//! `bedrock_budget_wait_seconds{model, tenant}`. A `tracing` event is
+//! emitted when a request waits (debug), is shed (info) or when the
+//! adaptive limit is lowered (info). Events carry keys, tenants and token
+//! counts, never request content.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod budget;
+pub mod error;
+mod estimate;
+pub mod future;
+mod layer;
+pub mod store;
+mod window;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use budget::{
+    Adaptive, Budget, BudgetBuilder, ErrorSettlement, KeySnapshot, Priority, Tenant,
+    TenantSnapshot, default_error_settlement,
+};
+pub use error::BuildError;
+pub use estimate::{RequestDemand, ReservationPolicy, TokenEstimator};
+pub use future::ResponseFuture;
+pub use layer::{KeyExtractor, KeyFn, ModelKey, TokenBudget, TokenBudgetLayer};
+pub use store::{
+    BudgetStore, Charge, InMemoryKey, InMemoryStore, Limits, Refusal, Reservation, StoreKey,
+    StoreSnapshot, WindowKind, WindowSpec,
+};

@@ -1,0 +1,210 @@
+//! [`TokenBudgetLayer`] and the [`TokenBudget`] service.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_bedrock_core::{Classified, ModelRequest, Rejection, ReportsUsage};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::budget::{Budget, TenantInfo};
+use crate::estimate::{RequestDemand, TokenEstimator};
+use crate::future::{Admission, ResponseFuture};
+use crate::store::{BudgetStore, Charge, InMemoryStore};
+
+/// Picks the budget key of a request.
+pub trait KeyExtractor<Req> {
+    /// The key of `req`. Never derive it from request content other than
+    /// ids: keys appear in metrics and logs.
+    fn key<'a>(&self, req: &'a Req) -> Cow<'a, str>;
+}
+
+/// The default key: the request's model (or inference profile) id, so each
+/// model and each profile has a budget of its own, as Bedrock's quotas do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelKey;
+
+impl<Req: ModelRequest> KeyExtractor<Req> for ModelKey {
+    fn key<'a>(&self, req: &'a Req) -> Cow<'a, str> {
+        Cow::Borrowed(req.model_id())
+    }
+}
+
+/// A key extractor from a function (for example, one budget for every
+/// model of a family, or a fixed key).
+#[derive(Clone, Copy)]
+pub struct KeyFn<F>(pub F);
+
+impl<F> fmt::Debug for KeyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyFn")
+    }
+}
+
+impl<Req, F: Fn(&Req) -> String> KeyExtractor<Req> for KeyFn<F> {
+    fn key<'a>(&self, req: &'a Req) -> Cow<'a, str> {
+        Cow::Owned((self.0)(req))
+    }
+}
+
+/// Admits requests against a [`Budget`]: reserves their token demand
+/// before forwarding them, waits (FIFO per key and tenant) when there is
+/// no room, sheds after the budget's maximum wait, and settles the
+/// reservation to the real usage when the response arrives.
+///
+/// Made by [`Budget::layer`] or [`Tenant::layer`](crate::Tenant::layer).
+pub struct TokenBudgetLayer<St: BudgetStore = InMemoryStore, K = ModelKey, E = RequestDemand> {
+    budget: Budget<St>,
+    tenant: Arc<TenantInfo>,
+    key: K,
+    estimator: E,
+}
+
+impl<St: BudgetStore, K: Clone, E: Clone> Clone for TokenBudgetLayer<St, K, E> {
+    fn clone(&self) -> Self {
+        TokenBudgetLayer {
+            budget: self.budget.clone(),
+            tenant: self.tenant.clone(),
+            key: self.key.clone(),
+            estimator: self.estimator.clone(),
+        }
+    }
+}
+
+impl<St: BudgetStore, K, E> fmt::Debug for TokenBudgetLayer<St, K, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenBudgetLayer")
+            .field("tenant", &self.tenant.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: BudgetStore> TokenBudgetLayer<St> {
+    pub(crate) fn new(budget: Budget<St>, tenant: Arc<TenantInfo>) -> Self {
+        TokenBudgetLayer {
+            budget,
+            tenant,
+            key: ModelKey,
+            estimator: RequestDemand::default(),
+        }
+    }
+}
+
+impl<St: BudgetStore, K, E> TokenBudgetLayer<St, K, E> {
+    /// Keys the budget by something else than the model id.
+    pub fn key_by<K2>(self, key: K2) -> TokenBudgetLayer<St, K2, E> {
+        TokenBudgetLayer {
+            budget: self.budget,
+            tenant: self.tenant,
+            key,
+            estimator: self.estimator,
+        }
+    }
+
+    /// Estimates token demand with another estimator.
+    pub fn estimator<E2>(self, estimator: E2) -> TokenBudgetLayer<St, K, E2> {
+        TokenBudgetLayer {
+            budget: self.budget,
+            tenant: self.tenant,
+            key: self.key,
+            estimator,
+        }
+    }
+
+    /// The budget this layer admits against.
+    pub fn budget(&self) -> &Budget<St> {
+        &self.budget
+    }
+}
+
+impl<S, St: BudgetStore, K: Clone, E: Clone> Layer<S> for TokenBudgetLayer<St, K, E> {
+    type Service = TokenBudget<S, St, K, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenBudget {
+            inner,
+            budget: self.budget.clone(),
+            tenant: self.tenant.clone(),
+            key: self.key.clone(),
+            estimator: self.estimator.clone(),
+        }
+    }
+}
+
+/// The service made by [`TokenBudgetLayer`]. Clones share the budget.
+pub struct TokenBudget<S, St: BudgetStore = InMemoryStore, K = ModelKey, E = RequestDemand> {
+    inner: S,
+    budget: Budget<St>,
+    tenant: Arc<TenantInfo>,
+    key: K,
+    estimator: E,
+}
+
+impl<S: Clone, St: BudgetStore, K: Clone, E: Clone> Clone for TokenBudget<S, St, K, E> {
+    fn clone(&self) -> Self {
+        TokenBudget {
+            inner: self.inner.clone(),
+            budget: self.budget.clone(),
+            tenant: self.tenant.clone(),
+            key: self.key.clone(),
+            estimator: self.estimator.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: BudgetStore, K, E> fmt::Debug for TokenBudget<S, St, K, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenBudget")
+            .field("inner", &self.inner)
+            .field("tenant", &self.tenant.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St: BudgetStore, K, E> TokenBudget<S, St, K, E> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The budget.
+    pub fn budget(&self) -> &Budget<St> {
+        &self.budget
+    }
+}
+
+impl<S, Req, St, K, E> Service<Req> for TokenBudget<S, St, K, E>
+where
+    S: Service<Req> + Clone,
+    S::Response: ReportsUsage,
+    S::Error: Classified + From<Rejection>,
+    Req: ModelRequest,
+    St: BudgetStore,
+    K: KeyExtractor<Req>,
+    E: TokenEstimator<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Req, St::Key>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = self.budget.shared.key_state(&self.key.key(&req));
+        let demand = self.estimator.estimate(&req);
+        let (burndown, default_output) = key.model_rules(req.model_id());
+        let tokens = key
+            .config
+            .policy
+            .reservation(demand, default_output, burndown);
+        // The readied service goes with the call; a clone stays behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let admission = Admission::new(key, self.tenant.clone(), Charge::call(tokens));
+        ResponseFuture::new(admission, inner, req, burndown)
+    }
+}
