@@ -326,10 +326,11 @@ impl Breaker {
 
     fn trip_reason(&self, st: &Inner, now: Instant) -> Option<&'static str> {
         let config = &self.shared.config;
-        if let Some(n) = config.consecutive_failures {
-            if st.consecutive >= n {
-                return Some("consecutive failures");
-            }
+        if config
+            .consecutive_failures
+            .is_some_and(|n| st.consecutive >= n)
+        {
+            return Some("consecutive failures");
         }
         if config.failure_rate.is_none() && config.slow.is_none() {
             return None;
@@ -339,15 +340,17 @@ impl Breaker {
             return None;
         }
         let calls = f64::from(totals.calls);
-        if let Some(threshold) = config.failure_rate {
-            if f64::from(totals.failures) / calls >= threshold {
-                return Some("failure rate");
-            }
+        if config
+            .failure_rate
+            .is_some_and(|threshold| f64::from(totals.failures) / calls >= threshold)
+        {
+            return Some("failure rate");
         }
-        if let Some((_, threshold)) = config.slow {
-            if f64::from(totals.slow) / calls >= threshold {
-                return Some("slow call rate");
-            }
+        if config
+            .slow
+            .is_some_and(|(_, threshold)| f64::from(totals.slow) / calls >= threshold)
+        {
+            return Some("slow call rate");
         }
         None
     }

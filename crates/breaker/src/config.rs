@@ -383,3 +383,207 @@ impl<K> CircuitBreakBuilder<K> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tower_bedrock_core::{ClientKind, LocalRejection, ThrottleKind, UnavailableKind};
+
+    use super::*;
+    use crate::CircuitBreakLayer;
+
+    fn err(b: CircuitBreakBuilder) -> ConfigError {
+        b.build().expect_err("invalid settings are refused")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        CircuitBreakLayer::builder().build().unwrap();
+    }
+
+    #[test]
+    fn invalid_settings_fail_at_build_time() {
+        let b = CircuitBreakLayer::builder;
+        assert_eq!(
+            err(b().failure_rate_threshold(0.0)),
+            ConfigError::InvalidRate {
+                setting: "failure_rate_threshold",
+                value: 0.0
+            }
+        );
+        assert!(matches!(
+            err(b().failure_rate_threshold(f64::NAN)),
+            ConfigError::InvalidRate { .. }
+        ));
+        assert!(matches!(
+            err(b().slow_calls(Duration::from_secs(1), 1.5)),
+            ConfigError::InvalidRate {
+                setting: "slow_call_rate_threshold",
+                ..
+            }
+        ));
+        assert_eq!(
+            err(b().slow_calls(Duration::ZERO, 0.5)),
+            ConfigError::Zero {
+                setting: "slow_call_duration"
+            }
+        );
+        assert_eq!(
+            err(b().half_open_success_rate(-1.0)),
+            ConfigError::InvalidRate {
+                setting: "half_open_success_rate",
+                value: -1.0
+            }
+        );
+        assert_eq!(
+            err(b().count_window(5).minimum_calls(6)),
+            ConfigError::MinimumCallsExceedWindow {
+                minimum_calls: 6,
+                window: 5
+            }
+        );
+        assert_eq!(
+            err(b().count_window(0).minimum_calls(0)),
+            ConfigError::Zero {
+                setting: "count_window"
+            }
+        );
+        assert_eq!(
+            err(b().minimum_calls(0)),
+            ConfigError::Zero {
+                setting: "minimum_calls"
+            }
+        );
+        assert!(matches!(
+            err(b().time_window(Duration::ZERO, 10)),
+            ConfigError::Zero { .. }
+        ));
+        assert!(matches!(
+            err(b().time_window(Duration::from_secs(1), 0)),
+            ConfigError::Zero { .. }
+        ));
+        // A time window has no size to compare the minimum with.
+        b().time_window(Duration::from_secs(1), 10)
+            .minimum_calls(1000)
+            .build()
+            .unwrap();
+        assert_eq!(err(b().disable_failure_rate()), ConfigError::NoTripRule);
+        b().disable_failure_rate()
+            .open_on_overload(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        assert_eq!(
+            err(b().consecutive_failures(0)),
+            ConfigError::Zero {
+                setting: "consecutive_failures"
+            }
+        );
+        assert_eq!(
+            err(b().open_duration(Duration::ZERO)),
+            ConfigError::Zero {
+                setting: "open_duration"
+            }
+        );
+        assert_eq!(
+            err(b()
+                .open_duration(Duration::from_secs(10))
+                .max_open_duration(Duration::from_secs(5))),
+            ConfigError::OpenDurationRange {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            err(b().open_duration_multiplier(0.5)),
+            ConfigError::InvalidMultiplier(0.5)
+        );
+        assert!(matches!(
+            err(b().open_duration_multiplier(f64::INFINITY)),
+            ConfigError::InvalidMultiplier(_)
+        ));
+        assert_eq!(err(b().open_jitter(1.0)), ConfigError::InvalidJitter(1.0));
+        assert_eq!(
+            err(b().half_open_probes(0)),
+            ConfigError::Zero {
+                setting: "half_open_probes"
+            }
+        );
+        assert!(matches!(
+            err(b().open_on_overload(Duration::ZERO)),
+            ConfigError::Zero { .. }
+        ));
+        assert!(matches!(err(b().max_breakers(0)), ConfigError::Zero { .. }));
+        assert!(matches!(
+            err(b().idle_timeout(Duration::ZERO)),
+            ConfigError::Zero { .. }
+        ));
+        assert_eq!(
+            err(b().open_jitter(-0.1)).to_string(),
+            "circuit breaker: jitter must be in [0, 1), got -0.1"
+        );
+    }
+
+    #[test]
+    fn default_decision_table() {
+        use ErrorClass as C;
+        let failures = [
+            C::Unavailable(UnavailableKind::Service),
+            C::Unavailable(UnavailableKind::Network),
+            C::Unavailable(UnavailableKind::ConnectionPool),
+            C::ModelTimeout,
+            C::Throttled(ThrottleKind::ModelOverloaded),
+            C::Throttled(ThrottleKind::ModelNotReady),
+        ];
+        let rate = [
+            C::Throttled(ThrottleKind::RequestRate),
+            C::Throttled(ThrottleKind::TokenRate),
+            C::Throttled(ThrottleKind::Unspecified),
+        ];
+        let ignored = [
+            C::QuotaExceeded,
+            C::Client(ClientKind::Validation),
+            C::Client(ClientKind::NotFound),
+            C::Local(LocalRejection::CircuitOpen),
+            C::Local(LocalRejection::BudgetExhausted),
+            C::Unknown,
+        ];
+        for c in failures {
+            assert_eq!(default_outcome(c, false), Outcome::Failure, "{c}");
+        }
+        for c in rate {
+            assert_eq!(default_outcome(c, false), Outcome::Ignored, "{c}");
+            assert_eq!(default_outcome(c, true), Outcome::Failure, "{c}");
+        }
+        for c in ignored {
+            assert_eq!(default_outcome(c, true), Outcome::Ignored, "{c}");
+        }
+        let custom = Config {
+            classify: Some(|c| {
+                if c.is_client() {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                }
+            }),
+            ..Config::default()
+        };
+        assert_eq!(
+            custom.outcome(C::Client(ClientKind::Other)),
+            Outcome::Failure
+        );
+        assert_eq!(custom.outcome(C::ModelTimeout), Outcome::Success);
+    }
+
+    #[test]
+    fn required_probe_successes_round_up() {
+        let with = |probes, rate| Config {
+            half_open_probes: probes,
+            half_open_success_rate: rate,
+            ..Config::default()
+        };
+        assert_eq!(with(3, 1.0).required_probe_successes(), 3);
+        assert_eq!(with(4, 0.5).required_probe_successes(), 2);
+        assert_eq!(with(3, 0.5).required_probe_successes(), 2);
+        assert_eq!(with(10, 0.01).required_probe_successes(), 1);
+    }
+}

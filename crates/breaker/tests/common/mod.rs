@@ -90,10 +90,13 @@ impl Mock {
     }
     pub fn set_ready(&self, ready: bool) {
         self.not_ready.store(!ready, Ordering::SeqCst);
-        if ready {
-            if let Some(w) = self.waker.lock().take() {
-                w.wake();
-            }
+        let waker = if ready {
+            self.waker.lock().take()
+        } else {
+            None
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }
