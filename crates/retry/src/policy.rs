@@ -19,7 +19,9 @@ use tower_bedrock_core::{ErrorClass, ThrottleKind, UnavailableKind};
 /// | [`Equal`](Self::Equal) | `t = min(cap, base * 2^n)`; `t / 2 + random_between(0, t / 2)` |
 /// | [`Decorrelated`](Self::Decorrelated) | `min(cap, random_between(base, previous * 3))`, `previous` starting at `base` |
 ///
-/// Draws are made in whole nanoseconds with `fastrand::Rng::u64(lo..=hi)`.
+/// Draws are made in whole milliseconds (tokio's timer resolution):
+/// `random_between(a, b) = a + rng.u64(0..=(b - a).as_millis())` ms, with a
+/// `fastrand::Rng`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Jitter {
@@ -277,13 +279,14 @@ impl Policies {
     }
 }
 
-/// A uniform draw in `[lo, hi]` (whole nanoseconds); `lo` when `hi <= lo`.
+/// A uniform draw in `[lo, hi]` in whole milliseconds (tokio's timer
+/// resolution); `lo` when `hi <= lo`.
 pub(crate) fn random_between(rng: &mut Rng, lo: Duration, hi: Duration) -> Duration {
     if hi <= lo {
         return lo;
     }
-    let span = u64::try_from((hi - lo).as_nanos()).unwrap_or(u64::MAX);
-    lo + Duration::from_nanos(rng.u64(0..=span))
+    let span = u64::try_from((hi - lo).as_millis()).unwrap_or(u64::MAX);
+    lo + Duration::from_millis(rng.u64(0..=span))
 }
 
 /// `min(cap, base * 2^n)`, saturating.
@@ -365,7 +368,7 @@ mod tests {
         let mut a = Rng::with_seed(9);
         let mut b = Rng::with_seed(9);
         let w = exponential_wait(base, cap, Jitter::Full, 2, base, &mut a);
-        assert_eq!(w, Duration::from_nanos(b.u64(0..=400_000_000)));
+        assert_eq!(w, Duration::from_millis(b.u64(0..=400)));
     }
 
     #[test]
