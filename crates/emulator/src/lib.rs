@@ -1,1 +1,74 @@
-//! Work in progress.
+//! A local Amazon Bedrock Runtime for tests, benchmarks and incident
+//! rehearsals.
+//!
+//! The official `aws-sdk-bedrockruntime` client (or any AWS SDK) talks to it
+//! unchanged through `endpoint_url`. It speaks Bedrock's wire protocol
+//! (restJson1 errors with `x-amzn-ErrorType` and `x-amzn-RequestId`,
+//! `application/vnd.amazon.eventstream` streams), serves Converse,
+//! ConverseStream, InvokeModel, InvokeModelWithResponseStream and
+//! CountTokens, enforces Bedrock's quota model ([`quota`](crate::config::Quota):
+//! TPM with reservation at admission and settlement at completion, burndown,
+//! optional RPM, tokens per day, a configurable window) and can be told to
+//! misbehave ([`FaultRule`]s, deterministic given a seed). An admin API under
+//! [`ADMIN_PREFIX`] reads counters and changes quotas, faults, latency and
+//! the quota clock at run time.
+//!
+//! Ids: the known foundation models are [`DEFAULT_MODELS`] plus
+//! [`EmulatorConfig::models`]; any inference profile prefix (`us.`,
+//! `global.`...) or ARN of a known model is accepted; quotas are kept per id
+//! as sent, so a profile has quotas of its own.
+//!
+//! Tokens: see [`tokens`] for the heuristic shared by CountTokens, usage
+//! and quotas.
+//!
+//! # Example
+//!
+//! ```
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tower_bedrock_emulator::{Emulator, EmulatorConfig, Quota};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = EmulatorConfig::builder()
+//!     .default_quota(Quota::tokens(10_000))
+//!     .build()?;
+//! let emulator = Emulator::start(config).await?;
+//! // Point the SDK at `emulator.endpoint_url()`; here, a bare HTTP call.
+//! let body = r#"{"input":{"converse":{"messages":[{"role":"user","content":[{"text":"Hello there"}]}]}}}"#;
+//! let req = format!(
+//!     "POST /model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/count-tokens HTTP/1.1\r\n\
+//!      Host: x\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKID/...\r\n\
+//!      Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+//!     body.len()
+//! );
+//! let mut tcp = tokio::net::TcpStream::connect(emulator.addr()).await?;
+//! tcp.write_all(req.as_bytes()).await?;
+//! let mut answer = String::new();
+//! tcp.read_to_string(&mut answer).await?;
+//! assert!(answer.starts_with("HTTP/1.1 200"));
+//! assert!(answer.ends_with(r#"{"inputTokens":3}"#));
+//! assert_eq!(emulator.counters().count_tokens, 1);
+//! emulator.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod faults;
+mod ops;
+mod quota;
+mod server;
+mod state;
+pub mod tokens;
+mod wire;
+
+pub use config::{
+    ConfigError, DEFAULT_MODELS, EmulatorConfig, EmulatorConfigBuilder, Latency, Quota,
+};
+pub use faults::{FaultKind, FaultRule};
+pub use quota::BucketSnapshot;
+pub use server::{ADMIN_PREFIX, ClockUpdate, Emulator, EmulatorHandle, QuotaUpdate, StartError};
+pub use state::CounterSnapshot;
+pub use wire::messages;
