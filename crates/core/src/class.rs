@@ -166,7 +166,9 @@ impl ErrorClass {
             self,
             ErrorClass::Unavailable(_)
                 | ErrorClass::ModelTimeout
-                | ErrorClass::Throttled(ThrottleKind::ModelOverloaded | ThrottleKind::ModelNotReady)
+                | ErrorClass::Throttled(
+                    ThrottleKind::ModelOverloaded | ThrottleKind::ModelNotReady
+                )
         )
     }
 }

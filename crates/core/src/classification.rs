@@ -109,6 +109,9 @@ mod tests {
         );
         let l = Classification::new(ErrorClass::Local(LocalRejection::CircuitOpen))
             .with_retry_after(Duration::from_millis(1500));
-        assert_eq!(l.to_string(), "rejected locally (circuit open), retry after 1.5s");
+        assert_eq!(
+            l.to_string(),
+            "rejected locally (circuit open), retry after 1.5s"
+        );
     }
 }

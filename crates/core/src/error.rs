@@ -172,7 +172,14 @@ impl Error for Rejection {}
 ///
 /// `Display` names the class and the code, never a body or a message.
 /// [`Error::source`] returns the inner error, so nothing is lost.
+///
+/// The error is one pointer wide (its parts live in one box), so results
+/// stay small on the success path.
 pub struct ClassifiedError<E> {
+    repr: Box<Repr<E>>,
+}
+
+struct Repr<E> {
     classification: Classification,
     context: ErrorContext,
     source: Source<E>,
@@ -187,15 +194,17 @@ impl<E> ClassifiedError<E> {
     /// Wraps an inner error with its classification.
     pub fn new(inner: E, classification: Classification) -> Self {
         ClassifiedError {
-            classification,
-            context: ErrorContext::default(),
-            source: Source::Inner(inner),
+            repr: Box::new(Repr {
+                classification,
+                context: ErrorContext::default(),
+                source: Source::Inner(inner),
+            }),
         }
     }
 
     /// The inner error, unless this is a local rejection.
     pub fn inner(&self) -> Option<&E> {
-        match &self.source {
+        match &self.repr.source {
             Source::Inner(e) => Some(e),
             Source::Local(_) => None,
         }
@@ -203,7 +212,7 @@ impl<E> ClassifiedError<E> {
 
     /// Takes the inner error, unless this is a local rejection.
     pub fn into_inner(self) -> Option<E> {
-        match self.source {
+        match self.repr.source {
             Source::Inner(e) => Some(e),
             Source::Local(_) => None,
         }
@@ -211,7 +220,7 @@ impl<E> ClassifiedError<E> {
 
     /// The local rejection, if this is one.
     pub fn rejection(&self) -> Option<&Rejection> {
-        match &self.source {
+        match &self.repr.source {
             Source::Local(r) => Some(r),
             Source::Inner(_) => None,
         }
@@ -219,7 +228,7 @@ impl<E> ClassifiedError<E> {
 
     /// The class of the failure.
     pub fn class(&self) -> ErrorClass {
-        self.classification.class
+        self.repr.classification.class
     }
 
     /// Maps the inner error, keeping classification and context.
@@ -227,13 +236,20 @@ impl<E> ClassifiedError<E> {
     where
         F: FnOnce(E) -> T,
     {
+        let Repr {
+            classification,
+            context,
+            source,
+        } = *self.repr;
         ClassifiedError {
-            classification: self.classification,
-            context: self.context,
-            source: match self.source {
-                Source::Inner(e) => Source::Inner(f(e)),
-                Source::Local(r) => Source::Local(r),
-            },
+            repr: Box::new(Repr {
+                classification,
+                context,
+                source: match source {
+                    Source::Inner(e) => Source::Inner(f(e)),
+                    Source::Local(r) => Source::Local(r),
+                },
+            }),
         }
     }
 }
@@ -241,37 +257,40 @@ impl<E> ClassifiedError<E> {
 impl<E> From<Rejection> for ClassifiedError<E> {
     fn from(rejection: Rejection) -> Self {
         ClassifiedError {
-            classification: rejection.classification.clone(),
-            context: ErrorContext::default(),
-            source: Source::Local(rejection),
+            repr: Box::new(Repr {
+                classification: rejection.classification.clone(),
+                context: ErrorContext::default(),
+                source: Source::Local(rejection),
+            }),
         }
     }
 }
 
 impl<E> Classified for ClassifiedError<E> {
     fn classification(&self) -> &Classification {
-        &self.classification
+        &self.repr.classification
     }
     fn context(&self) -> Option<&ErrorContext> {
-        Some(&self.context)
+        Some(&self.repr.context)
     }
     fn context_mut(&mut self) -> Option<&mut ErrorContext> {
-        Some(&mut self.context)
+        Some(&mut self.repr.context)
     }
 }
 
 impl<E> fmt::Display for ClassifiedError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
+        let repr = &*self.repr;
+        match &repr.source {
             Source::Local(r) => write!(f, "{r}")?,
-            Source::Inner(_) => write!(f, "bedrock call failed: {}", self.classification)?,
+            Source::Inner(_) => write!(f, "bedrock call failed: {}", repr.classification)?,
         }
-        if self.context.attempts > 1 {
-            write!(f, " (after {} attempts)", self.context.attempts)?;
+        if repr.context.attempts > 1 {
+            write!(f, " (after {} attempts)", repr.context.attempts)?;
         }
-        if !self.context.tried.is_empty() {
-            write!(f, " (tried {} targets:", self.context.tried.len())?;
-            for t in &self.context.tried {
+        if !repr.context.tried.is_empty() {
+            write!(f, " (tried {} targets:", repr.context.tried.len())?;
+            for t in &repr.context.tried {
                 write!(f, " {}", t.target)?;
             }
             f.write_str(")")?;
@@ -285,16 +304,16 @@ impl<E> fmt::Debug for ClassifiedError<E> {
     /// not formatted because SDK errors may hold raw responses.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClassifiedError")
-            .field("classification", &self.classification)
-            .field("context", &self.context)
-            .field("local", &matches!(self.source, Source::Local(_)))
+            .field("classification", &self.repr.classification)
+            .field("context", &self.repr.context)
+            .field("local", &matches!(self.repr.source, Source::Local(_)))
             .finish()
     }
 }
 
 impl<E: Error + 'static> Error for ClassifiedError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match &self.source {
+        match &self.repr.source {
             Source::Inner(e) => Some(e),
             Source::Local(r) => Some(r),
         }
@@ -328,11 +347,16 @@ mod tests {
             "bedrock call failed: throttled (request rate): ThrottlingException, HTTP 429 (after 3 attempts)"
         );
         assert!(!format!("{e:?}").contains("secret"));
-        assert_eq!(
-            e.source().unwrap().to_string(),
-            "inner with a secret body"
-        );
+        assert_eq!(e.source().unwrap().to_string(), "inner with a secret body");
         assert!(e.inner().is_some());
+    }
+
+    #[test]
+    fn is_one_pointer_wide() {
+        assert_eq!(
+            std::mem::size_of::<ClassifiedError<[u8; 512]>>(),
+            std::mem::size_of::<usize>()
+        );
     }
 
     #[test]

@@ -93,14 +93,26 @@ mod tests {
             resource_id("arn:aws:bedrock:us-east-1::foundation-model/amazon.titan"),
             "amazon.titan"
         );
-        assert_eq!(base_model("apac.amazon.nova-lite-v1:0"), "amazon.nova-lite-v1:0");
+        assert_eq!(
+            base_model("apac.amazon.nova-lite-v1:0"),
+            "amazon.nova-lite-v1:0"
+        );
     }
 
     #[test]
     fn burndown() {
-        assert_eq!(default_burndown_rate("anthropic.claude-opus-4-1-20250805-v1:0"), 5);
-        assert_eq!(default_burndown_rate("us.anthropic.claude-haiku-4-5-20251001-v1:0"), 5);
-        assert_eq!(default_burndown_rate("anthropic.claude-3-7-sonnet-20250219-v1:0"), 1);
+        assert_eq!(
+            default_burndown_rate("anthropic.claude-opus-4-1-20250805-v1:0"),
+            5
+        );
+        assert_eq!(
+            default_burndown_rate("us.anthropic.claude-haiku-4-5-20251001-v1:0"),
+            5
+        );
+        assert_eq!(
+            default_burndown_rate("anthropic.claude-3-7-sonnet-20250219-v1:0"),
+            1
+        );
         assert_eq!(default_burndown_rate("meta.llama3-70b"), 1);
     }
 }

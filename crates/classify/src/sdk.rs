@@ -1,0 +1,216 @@
+//! Classifiers for the errors of the official `aws-sdk-bedrockruntime`
+//! client: `SdkError<E, HttpResponse>` of every operation (Converse,
+//! ConverseStream, InvokeModel, InvokeModelWithResponseStream, CountTokens)
+//! and `SdkError<E, RawMessage>` of the errors that arrive inside an event
+//! stream.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::{DispatchFailure, SdkError};
+use aws_smithy_runtime_api::http::Headers;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::event_stream::RawMessage;
+use tower_bedrock_core::{Classification, ClientKind, ErrorClass, UnavailableKind};
+
+use crate::classify_parts;
+
+/// Header carrying the AWS request id.
+pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+/// Header carrying the error code on restJson1 errors.
+pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
+
+/// Classifies an error of any Bedrock Runtime operation.
+///
+/// | `SdkError` variant | class |
+/// |---|---|
+/// | `ServiceError` | [`classify_parts`] of status, code (modeled, else `x-amzn-ErrorType`) and message; request id and `Retry-After` from the response |
+/// | `DispatchFailure` (io, timeout, other) | `Unavailable(Network)`; a *user* dispatch failure is `Client(Other)` |
+/// | `TimeoutError` | `Unavailable(Network)` (an SDK operation or attempt timeout) |
+/// | `ResponseError` | by status when it is an error status, else `Unavailable(Network)` (a truncated or unreadable response) |
+/// | `ConstructionFailure` | `Client(Other)` (the request could not be built) |
+///
+/// ```
+/// use aws_sdk_bedrockruntime::error::SdkError;
+/// use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+/// use aws_sdk_bedrockruntime::types::error::ThrottlingException;
+/// use aws_smithy_runtime_api::http::{Response, StatusCode};
+/// use aws_smithy_types::body::SdkBody;
+/// use tower_bedrock_classify::classify_sdk_error;
+/// use tower_bedrock_core::{ErrorClass, ThrottleKind};
+///
+/// let err = ConverseError::ThrottlingException(
+///     ThrottlingException::builder()
+///         .message("Too many requests, please wait before trying again.")
+///         .meta(aws_smithy_types::error::ErrorMetadata::builder()
+///             .code("ThrottlingException")
+///             .message("Too many requests, please wait before trying again.")
+///             .build())
+///         .build(),
+/// );
+/// let raw = Response::new(StatusCode::try_from(429).unwrap(), SdkBody::empty());
+/// let sdk_err = SdkError::service_error(err, raw);
+/// let c = classify_sdk_error(&sdk_err);
+/// assert_eq!(c.class, ErrorClass::Throttled(ThrottleKind::RequestRate));
+/// ```
+pub fn classify_sdk_error<E>(error: &SdkError<E, HttpResponse>) -> Classification
+where
+    E: ProvideErrorMetadata,
+{
+    match error {
+        SdkError::ServiceError(ctx) => {
+            let raw = ctx.raw();
+            let err = ctx.err();
+            let headers = raw.headers();
+            let code = err.code().or_else(|| headers.get(ERROR_TYPE_HEADER));
+            let mut c = classify_parts(Some(raw.status().as_u16()), code, err.message());
+            add_response_metadata(&mut c, headers);
+            c
+        }
+        SdkError::ResponseError(ctx) => {
+            let raw = ctx.raw();
+            let headers = raw.headers();
+            let status = raw.status().as_u16();
+            let mut c = if status >= 400 {
+                classify_parts(Some(status), headers.get(ERROR_TYPE_HEADER), None)
+            } else {
+                Classification::new(ErrorClass::Unknown)
+            };
+            if c.class == ErrorClass::Unknown {
+                c.class = ErrorClass::Unavailable(UnavailableKind::Network);
+                c.code = Some(Cow::Borrowed("ResponseError"));
+            }
+            c.status = Some(status);
+            add_response_metadata(&mut c, headers);
+            c
+        }
+        SdkError::DispatchFailure(failure) => classify_dispatch(failure),
+        SdkError::TimeoutError(_) => {
+            Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
+                .with_code("TimeoutError")
+        }
+        SdkError::ConstructionFailure(_) => {
+            Classification::new(ErrorClass::Client(ClientKind::Other))
+                .with_code("ConstructionFailure")
+        }
+        _ => Classification::new(ErrorClass::Unknown),
+    }
+}
+
+/// Classifies an error read from a ConverseStream or
+/// InvokeModelWithResponseStream event stream (`EventReceiver::recv`).
+///
+/// Modeled in-stream exceptions (`throttlingException`,
+/// `serviceUnavailableException`, `modelStreamErrorException`,
+/// `internalServerException`, `validationException`,
+/// `modelTimeoutException`) go through [`classify_parts`] without a status;
+/// an undecodable frame or a broken connection is `Unavailable(Network)`.
+pub fn classify_stream_error<E>(error: &SdkError<E, RawMessage>) -> Classification
+where
+    E: ProvideErrorMetadata,
+{
+    match error {
+        SdkError::ServiceError(ctx) => {
+            let err = ctx.err();
+            let mut c = classify_parts(None, err.code(), err.message());
+            if c.class == ErrorClass::Unknown {
+                // An exception inside a stream that names nothing we know
+                // still ended the response: the service failed it.
+                c.class = ErrorClass::Unavailable(UnavailableKind::Service);
+            }
+            c
+        }
+        SdkError::ResponseError(_) => {
+            Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
+                .with_code("ResponseError")
+        }
+        SdkError::DispatchFailure(failure) => classify_dispatch(failure),
+        SdkError::TimeoutError(_) => {
+            Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
+                .with_code("TimeoutError")
+        }
+        SdkError::ConstructionFailure(_) => {
+            Classification::new(ErrorClass::Client(ClientKind::Other))
+                .with_code("ConstructionFailure")
+        }
+        _ => Classification::new(ErrorClass::Unknown),
+    }
+}
+
+fn classify_dispatch(failure: &DispatchFailure) -> Classification {
+    if failure.is_user() {
+        Classification::new(ErrorClass::Client(ClientKind::Other)).with_code("DispatchFailure")
+    } else if failure.is_timeout() {
+        Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
+            .with_code("ConnectTimeout")
+    } else {
+        Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
+            .with_code("DispatchFailure")
+    }
+}
+
+/// Adds the request id and a `Retry-After` hint (seconds) from response
+/// headers. Nothing else of the response is read.
+fn add_response_metadata(c: &mut Classification, headers: &Headers) {
+    if let Some(id) = headers.get(REQUEST_ID_HEADER) {
+        c.request_id = sanitize_request_id(id);
+    }
+    if let Some(after) = headers.get("retry-after").and_then(parse_retry_after) {
+        c.retry_after = Some(after);
+    }
+}
+
+/// Request ids are UUID-like; keep only such characters, bounded.
+pub(crate) fn sanitize_request_id(id: &str) -> Option<String> {
+    let clean: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    (!clean.is_empty()).then_some(clean)
+}
+
+/// `Retry-After` as delta-seconds (HTTP dates are not used by Bedrock and
+/// are ignored). Bounded to one day.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(86_400)));
+    }
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(" 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after("99999999"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn request_ids_are_sanitized() {
+        assert_eq!(
+            sanitize_request_id("0a1b-2c3d<body>").as_deref(),
+            Some("0a1b-2c3dbody")
+        );
+        assert_eq!(sanitize_request_id("{}"), None);
+    }
+}
