@@ -129,6 +129,12 @@
 //!
 //! #[derive(Debug)]
 //! struct SdkError;
+//! impl std::fmt::Display for SdkError {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+//!         f.write_str("sdk error")
+//!     }
+//! }
+//! impl std::error::Error for SdkError {}
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
