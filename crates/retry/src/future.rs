@@ -159,16 +159,16 @@ where
                         return Poll::Ready(Err(error));
                     }
                     Poll::Pending => {
-                        if let Some(deadline) = deadline.as_pin_mut() {
-                            if deadline.poll(cx).is_ready() {
-                                this.retry.release();
-                                let mut error = this.last_error.take().unwrap_or_else(|| {
-                                    Rejection::new(LocalRejection::DeadlineExceeded).into()
-                                });
-                                this.retry.mark(&mut error, Some(RetryStop::Deadline));
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(error));
-                            }
+                        if let Some(deadline) = deadline.as_pin_mut()
+                            && deadline.poll(cx).is_ready()
+                        {
+                            this.retry.release();
+                            let mut error = this.last_error.take().unwrap_or_else(|| {
+                                Rejection::new(LocalRejection::DeadlineExceeded).into()
+                            });
+                            this.retry.mark(&mut error, Some(RetryStop::Deadline));
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
                         }
                         return Poll::Pending;
                     }
@@ -310,17 +310,19 @@ impl Retrying {
                 }
             },
         };
-        if let Some(deadline) = self.deadline {
-            if Instant::now().checked_add(wait).is_none_or(|at| at > deadline) {
-                tracing::debug!(
-                    class = class.label(),
-                    kind = class.kind_label(),
-                    attempt = self.attempts,
-                    wait_ms = millis(wait),
-                    "not retrying Bedrock call: the wait would cross the deadline"
-                );
-                return Decision::Stop(RetryStop::Deadline);
-            }
+        if let Some(deadline) = self.deadline
+            && Instant::now()
+                .checked_add(wait)
+                .is_none_or(|at| at > deadline)
+        {
+            tracing::debug!(
+                class = class.label(),
+                kind = class.kind_label(),
+                attempt = self.attempts,
+                wait_ms = millis(wait),
+                "not retrying Bedrock call: the wait would cross the deadline"
+            );
+            return Decision::Stop(RetryStop::Deadline);
         }
         let budget = &shared.budget;
         let cost = match class {

@@ -44,7 +44,8 @@ impl Shared {
     /// sequences).
     pub(crate) fn next_seed(&self) -> u64 {
         let k = self.draws.fetch_add(1, Ordering::Relaxed);
-        self.seed.wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        self.seed
+            .wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 }
 

@@ -104,7 +104,11 @@ impl ClassPolicy {
     pub const fn never() -> Self {
         ClassPolicy {
             max_retries: 0,
-            backoff: Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1), Jitter::Full),
+            backoff: Backoff::exponential(
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                Jitter::Full,
+            ),
             honor_hint: false,
         }
     }
@@ -222,11 +226,17 @@ pub struct Policies {
 pub const DEFAULT_THROTTLE_BACKOFF: Backoff =
     Backoff::quota_window(Duration::from_secs(1), Duration::from_secs(4));
 /// Default wait for connection pool exhaustion.
-pub const DEFAULT_POOL_BACKOFF: Backoff =
-    Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1), Jitter::Full);
+pub const DEFAULT_POOL_BACKOFF: Backoff = Backoff::exponential(
+    Duration::from_millis(100),
+    Duration::from_secs(1),
+    Jitter::Full,
+);
 /// Default wait for service unavailability and network failures.
-pub const DEFAULT_UNAVAILABLE_BACKOFF: Backoff =
-    Backoff::exponential(Duration::from_secs(1), Duration::from_secs(20), Jitter::Full);
+pub const DEFAULT_UNAVAILABLE_BACKOFF: Backoff = Backoff::exponential(
+    Duration::from_secs(1),
+    Duration::from_secs(20),
+    Jitter::Full,
+);
 /// Default wait for model timeouts.
 pub const DEFAULT_TIMEOUT_BACKOFF: Backoff =
     Backoff::exponential(Duration::from_secs(1), Duration::from_secs(5), Jitter::Full);
@@ -356,7 +366,10 @@ mod tests {
                 let prev = Duration::from_secs(n.into()) + base;
                 let dec = exponential_wait(base, cap, Jitter::Decorrelated, n, prev, &mut rng);
                 assert!(dec >= base && dec <= cap.min(prev * 3));
-                assert_eq!(exponential_wait(base, cap, Jitter::None, n, base, &mut rng), t);
+                assert_eq!(
+                    exponential_wait(base, cap, Jitter::None, n, base, &mut rng),
+                    t
+                );
             }
         }
     }
@@ -377,17 +390,23 @@ mod tests {
         let mut p = Policies::default();
         assert!(Slot::of(ErrorClass::Client(ClientKind::Validation)).is_none());
         assert!(Slot::of(ErrorClass::Local(LocalRejection::CircuitOpen)).is_none());
-        assert!(p
-            .set(
+        assert!(
+            p.set(
                 ErrorClass::Client(ClientKind::Validation),
                 ClassPolicy::retry(1, DEFAULT_POOL_BACKOFF)
             )
-            .is_err());
-        assert!(p
-            .set(ErrorClass::Local(LocalRejection::CircuitOpen), ClassPolicy::never())
-            .is_ok());
+            .is_err()
+        );
+        assert!(
+            p.set(
+                ErrorClass::Local(LocalRejection::CircuitOpen),
+                ClassPolicy::never()
+            )
+            .is_ok()
+        );
         assert_eq!(
-            p.get(ErrorClass::Throttled(ThrottleKind::Unspecified)).max_retries(),
+            p.get(ErrorClass::Throttled(ThrottleKind::Unspecified))
+                .max_retries(),
             3
         );
     }

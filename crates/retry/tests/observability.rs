@@ -52,14 +52,26 @@ impl Recorder for TestRecorder {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let c = self.counters.lock().unwrap().entry(render(key)).or_default().clone();
+        let c = self
+            .counters
+            .lock()
+            .unwrap()
+            .entry(render(key))
+            .or_default()
+            .clone();
         Counter::from_arc(Arc::new(Count(c)))
     }
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
         Gauge::noop()
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let s = self.samples.lock().unwrap().entry(render(key)).or_default().clone();
+        let s = self
+            .samples
+            .lock()
+            .unwrap()
+            .entry(render(key))
+            .or_default()
+            .clone();
         Histogram::from_arc(Arc::new(Samples(s)))
     }
 }
@@ -134,12 +146,17 @@ fn retries_are_counted_traced_and_timed() {
             // 15 - 2 x 5 + 5 (the successful retry's cost comes back) = 10
             // tokens: two retries of an outage (2 s hint), then the budget
             // refuses the third.
-            let mut svc = layer.layer(Mock::always(service().with_retry_after(Duration::from_secs(2))));
+            let mut svc = layer.layer(Mock::always(
+                service().with_retry_after(Duration::from_secs(2)),
+            ));
             svc.ready().await.unwrap().call(1).await.unwrap_err();
         });
     });
 
-    let retries_pool = format!("{}{{class=unavailable,kind=connection_pool}}", names::RETRIES);
+    let retries_pool = format!(
+        "{}{{class=unavailable,kind=connection_pool}}",
+        names::RETRIES
+    );
     let retries_service = format!("{}{{class=unavailable,kind=service}}", names::RETRIES);
     assert_eq!(recorder.counter(&retries_pool), 2);
     assert_eq!(recorder.counter(&retries_service), 2);
@@ -147,7 +164,10 @@ fn retries_are_counted_traced_and_timed() {
         recorder.counter(&format!("{}{{}}", names::RETRY_BUDGET_EXHAUSTED)),
         1
     );
-    let waits = recorder.samples(&format!("{}{{class=unavailable}}", names::RETRY_WAIT_SECONDS));
+    let waits = recorder.samples(&format!(
+        "{}{{class=unavailable}}",
+        names::RETRY_WAIT_SECONDS
+    ));
     assert_eq!(waits.len(), 4);
     assert_eq!(&waits[2..], &[2.0, 2.0]);
     assert!(waits[..2].iter().all(|w| (0.0..=0.2).contains(w)));
@@ -158,7 +178,11 @@ fn retries_are_counted_traced_and_timed() {
         .filter(|e| e.contains("message=retrying Bedrock call"))
         .collect();
     assert_eq!(retrying.len(), 4);
-    assert!(retrying[0].contains("class=\"unavailable\""), "{}", retrying[0]);
+    assert!(
+        retrying[0].contains("class=\"unavailable\""),
+        "{}",
+        retrying[0]
+    );
     assert!(retrying[0].contains("kind=\"connection_pool\""));
     assert!(retrying[0].contains("attempt=1"));
     assert!(retrying[3].contains("attempt=2"));

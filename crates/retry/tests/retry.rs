@@ -90,7 +90,10 @@ async fn request_rate_throttle_uses_the_configured_window_length() {
     let layer = QuotaAlignedRetryLayer::builder()
         .clock(clock)
         .window(secs(10))
-        .rate_throttles(ClassPolicy::retry(2, Backoff::quota_window(ms(250), ms(500))))
+        .rate_throttles(ClassPolicy::retry(
+            2,
+            Backoff::quota_window(ms(250), ms(500)),
+        ))
         .seed(SEED)
         .build()
         .unwrap();
@@ -105,7 +108,10 @@ async fn request_rate_throttle_uses_the_configured_window_length() {
 async fn service_unavailable_full_jitter_schedule_is_exact() {
     let mock = Mock::failing(3, service());
     let state = mock.state();
-    let layer = QuotaAlignedRetryLayer::builder().seed(SEED).build().unwrap();
+    let layer = QuotaAlignedRetryLayer::builder()
+        .seed(SEED)
+        .build()
+        .unwrap();
     let mut svc = layer.layer(mock);
     call_once(&mut svc).await.unwrap();
     // base 1 s, cap 20 s: U[0, 1 s], U[0, 2 s], U[0, 4 s].
@@ -116,7 +122,10 @@ async fn service_unavailable_full_jitter_schedule_is_exact() {
 async fn network_failures_share_the_unavailable_schedule() {
     let mock = Mock::failing(2, network());
     let state = mock.state();
-    let layer = QuotaAlignedRetryLayer::builder().seed(SEED).build().unwrap();
+    let layer = QuotaAlignedRetryLayer::builder()
+        .seed(SEED)
+        .build()
+        .unwrap();
     let mut svc = layer.layer(mock);
     call_once(&mut svc).await.unwrap();
     assert_eq!(state.gaps(), draws(SEED, &[1000, 2000]));
@@ -126,7 +135,10 @@ async fn network_failures_share_the_unavailable_schedule() {
 async fn connection_pool_short_full_jitter_schedule_is_exact() {
     let mock = Mock::failing(3, pool());
     let state = mock.state();
-    let layer = QuotaAlignedRetryLayer::builder().seed(SEED).build().unwrap();
+    let layer = QuotaAlignedRetryLayer::builder()
+        .seed(SEED)
+        .build()
+        .unwrap();
     let mut svc = layer.layer(mock);
     call_once(&mut svc).await.unwrap();
     // base 100 ms, cap 1 s.
@@ -137,14 +149,20 @@ async fn connection_pool_short_full_jitter_schedule_is_exact() {
 async fn connection_pool_gives_up_after_three_retries() {
     let mock = Mock::always(pool());
     let state = mock.state();
-    let layer = QuotaAlignedRetryLayer::builder().seed(SEED).build().unwrap();
+    let layer = QuotaAlignedRetryLayer::builder()
+        .seed(SEED)
+        .build()
+        .unwrap();
     let mut svc = layer.layer(mock);
     let err = call_once(&mut svc).await.unwrap_err();
     assert_eq!(context(&err), (4, Some(RetryStop::MaxAttempts)));
     assert_eq!(state.call_count(), 4);
     // The last attempt's error comes back, nothing converted.
     assert_eq!(err.inner().unwrap().0, 4);
-    assert_eq!(err.to_string(), "bedrock call failed: unavailable (connection pool) (after 4 attempts)");
+    assert_eq!(
+        err.to_string(),
+        "bedrock call failed: unavailable (connection pool) (after 4 attempts)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -216,9 +234,14 @@ async fn decorrelated_jitter_schedule_is_exact() {
 
 #[tokio::test(start_paused = true)]
 async fn model_timeout_is_retried_at_most_once() {
-    let mock = Mock::always(tower_bedrock_core::Classification::new(ErrorClass::ModelTimeout));
+    let mock = Mock::always(tower_bedrock_core::Classification::new(
+        ErrorClass::ModelTimeout,
+    ));
     let state = mock.state();
-    let layer = QuotaAlignedRetryLayer::builder().seed(SEED).build().unwrap();
+    let layer = QuotaAlignedRetryLayer::builder()
+        .seed(SEED)
+        .build()
+        .unwrap();
     let mut svc = layer.layer(mock);
     let err = call_once(&mut svc).await.unwrap_err();
     assert_eq!(context(&err), (2, Some(RetryStop::MaxAttempts)));
@@ -295,9 +318,9 @@ async fn per_class_limits_and_the_global_limit_combine() {
 #[tokio::test(start_paused = true)]
 async fn retry_hints_replace_the_wait_and_are_clamped() {
     for (hint, expected) in [
-        (secs(3), secs(3)),           // honoured as is, instead of the window
-        (secs(500), secs(60)),        // clamped to the maximum
-        (Duration::ZERO, ms(50)),     // clamped to the minimum
+        (secs(3), secs(3)),       // honoured as is, instead of the window
+        (secs(500), secs(60)),    // clamped to the maximum
+        (Duration::ZERO, ms(50)), // clamped to the minimum
         (ms(1), ms(50)),
     ] {
         let mock = Mock::failing(1, token_rate().with_retry_after(hint));
@@ -384,7 +407,10 @@ fn retrying_a_client_error_or_local_rejection_is_refused_at_build_time() {
     // `never` is accepted for them (it is what they have anyway).
     assert!(
         QuotaAlignedRetryLayer::builder()
-            .policy(ErrorClass::Local(LocalRejection::CircuitOpen), ClassPolicy::never())
+            .policy(
+                ErrorClass::Local(LocalRejection::CircuitOpen),
+                ClassPolicy::never()
+            )
             .build()
             .is_ok()
     );
@@ -393,15 +419,25 @@ fn retrying_a_client_error_or_local_rejection_is_refused_at_build_time() {
 #[test]
 fn bad_configuration_fails_at_build_time() {
     let b = QuotaAlignedRetryLayer::builder;
-    assert_eq!(b().window(Duration::ZERO).build().unwrap_err(), BuildError::ZeroWindow);
+    assert_eq!(
+        b().window(Duration::ZERO).build().unwrap_err(),
+        BuildError::ZeroWindow
+    );
     assert_eq!(
         b().hint_range(secs(2), secs(1)).build().unwrap_err(),
         BuildError::InvalidHintRange
     );
-    assert_eq!(b().max_attempts(0).build().unwrap_err(), BuildError::ZeroMaxAttempts);
-    assert_eq!(b().deadline(Duration::ZERO).build().unwrap_err(), BuildError::ZeroDeadline);
+    assert_eq!(
+        b().max_attempts(0).build().unwrap_err(),
+        BuildError::ZeroMaxAttempts
+    );
+    assert_eq!(
+        b().deadline(Duration::ZERO).build().unwrap_err(),
+        BuildError::ZeroDeadline
+    );
     assert!(matches!(
-        b().retry_budget(RetryBudgetConfig::new().retry_cost(0)).build(),
+        b().retry_budget(RetryBudgetConfig::new().retry_cost(0))
+            .build(),
         Err(BuildError::InvalidBudget(_))
     ));
     let service = ErrorClass::Unavailable(UnavailableKind::Service);
@@ -414,7 +450,10 @@ fn bad_configuration_fails_at_build_time() {
             .build()
             .unwrap_err();
         assert!(matches!(err, BuildError::InvalidBackoff { class, .. } if class == service));
-        assert!(err.to_string().starts_with("invalid backoff for unavailable (service)"));
+        assert!(
+            err.to_string()
+                .starts_with("invalid backoff for unavailable (service)")
+        );
     }
 }
 
@@ -424,7 +463,10 @@ fn bad_configuration_fails_at_build_time() {
 async fn the_budget_stops_a_retry_storm() {
     let mock = Mock::always(service());
     let state = mock.state();
-    let layer = QuotaAlignedRetryLayer::builder().seed(SEED).build().unwrap();
+    let layer = QuotaAlignedRetryLayer::builder()
+        .seed(SEED)
+        .build()
+        .unwrap();
     let svc = layer.layer(mock);
     let config = *layer.retry_budget().config();
     let budgeted = u64::from(config.capacity / config.retry_cost);
@@ -473,7 +515,12 @@ async fn clones_and_sibling_services_share_the_budget() {
 #[tokio::test(start_paused = true)]
 async fn successes_refill_the_budget() {
     let layer = QuotaAlignedRetryLayer::builder()
-        .retry_budget(RetryBudgetConfig::new().capacity(20).retry_cost(5).success_refill(1))
+        .retry_budget(
+            RetryBudgetConfig::new()
+                .capacity(20)
+                .retry_cost(5)
+                .success_refill(1),
+        )
         .seed(SEED)
         .build()
         .unwrap();
@@ -582,7 +629,9 @@ async fn requests_override_the_deadline() {
         .ready()
         .await
         .unwrap()
-        .call(Job { deadline: Some(secs(3)) })
+        .call(Job {
+            deadline: Some(secs(3)),
+        })
         .await
         .unwrap_err();
     assert_eq!(context(&err), (1, Some(RetryStop::Deadline)));
@@ -606,10 +655,15 @@ async fn requests_override_the_deadline() {
         .ready()
         .await
         .unwrap()
-        .call(Job { deadline: Some(Duration::ZERO) })
+        .call(Job {
+            deadline: Some(Duration::ZERO),
+        })
         .await
         .unwrap_err();
-    assert_eq!(err.class(), ErrorClass::Local(LocalRejection::DeadlineExceeded));
+    assert_eq!(
+        err.class(),
+        ErrorClass::Local(LocalRejection::DeadlineExceeded)
+    );
     assert!(err.rejection().is_some());
     assert_eq!(context(&err), (0, Some(RetryStop::Deadline)));
     assert_eq!(state.call_count(), before);
@@ -670,7 +724,10 @@ async fn dropping_the_future_mid_wait_stops_everything_and_leaks_nothing() {
 async fn dropping_the_future_while_waiting_for_readiness_gives_the_budget_back() {
     let mock = Mock::always(pool()).stall_readiness_after_first_call();
     let state = mock.state();
-    let layer = QuotaAlignedRetryLayer::builder().no_deadline().build().unwrap();
+    let layer = QuotaAlignedRetryLayer::builder()
+        .no_deadline()
+        .build()
+        .unwrap();
     let mut svc = layer.layer(mock);
     svc.ready().await.unwrap();
     let fut = svc.call(1);
@@ -702,7 +759,7 @@ async fn poll_ready_is_called_before_every_attempt() {
 #[should_panic(expected = "call without poll_ready")]
 fn the_mock_really_panics_without_poll_ready() {
     let mut mock = Mock::failing(0, service());
-    let _ = mock.call(1);
+    drop(mock.call(1));
 }
 
 // ------------------------------------------------------ stacking, reports
@@ -782,7 +839,12 @@ async fn attempts_are_reported_after_successful_and_failed_calls() {
         model: "m".into(),
         report: Some(report.clone()),
     };
-    svc.ready().await.unwrap().call(req.clone()).await.unwrap_err();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(req.clone())
+        .await
+        .unwrap_err();
     assert_eq!(report.summary().attempts, 1);
     // Without a report nothing is recorded, and nothing breaks.
     let req = Converse {

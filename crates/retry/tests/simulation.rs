@@ -71,7 +71,10 @@ impl Service<u64> for WindowedModel {
                 ThrottleKind::TokenRate,
             ))
             .with_status(429);
-            Err(ClassifiedError::new(MockFailure(u32::try_from(n).unwrap()), c))
+            Err(ClassifiedError::new(
+                MockFailure(u32::try_from(n).unwrap()),
+                c,
+            ))
         })
     }
 }
@@ -174,8 +177,12 @@ async fn window_aligned_retries_finish_the_work_with_fewer_attempts_than_the_see
         "{CLIENTS} clients x {JOBS_PER_CLIENT} jobs, {CAPACITY} per {WINDOW:?} window \
          (at least {min_windows} windows):"
     );
-    println!("  seed policy (1 s base, 60 s cap, 5 attempts, 10 % jitter): {seed_total} attempts, done after {seed_took:?}");
-    println!("  QuotaAlignedRetry (window-aligned, full jitter):            {ours_total} attempts, done after {ours_took:?}");
+    println!(
+        "  seed policy (1 s base, 60 s cap, 5 attempts, 10 % jitter): {seed_total} attempts, done after {seed_took:?}"
+    );
+    println!(
+        "  QuotaAlignedRetry (window-aligned, full jitter):            {ours_total} attempts, done after {ours_took:?}"
+    );
 
     // All the work is done either way: every job succeeded once.
     assert!(seed_total >= jobs && ours_total >= jobs);
