@@ -231,7 +231,8 @@ pub struct EmulatorConfig {
     pub shutdown_grace_ms: u64,
     /// Fault rules, evaluated in order for every model request.
     pub faults: Vec<FaultRule>,
-    /// Start with the quota clock frozen (it then moves only through
+    /// Start with the quota clock frozen at the UNIX epoch, a boundary of
+    /// every window (it then moves only through
     /// [`crate::EmulatorHandle::advance_clock`] or the admin API): makes
     /// window-based tests independent of timing.
     pub frozen_clock: bool,

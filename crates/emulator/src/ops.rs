@@ -644,6 +644,17 @@ fn apply_stream_fault(
     steps
 }
 
+/// Sleeps `d` unless the receiver goes away first; `false` if it did.
+async fn wait(tx: &mpsc::Sender<Result<Bytes, std::io::Error>>, d: Duration) -> bool {
+    if d.is_zero() {
+        return !tx.is_closed();
+    }
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = tx.closed() => false,
+    }
+}
+
 fn stream_response(
     steps: Vec<Step>,
     latency: crate::config::Latency,
@@ -654,27 +665,37 @@ fn stream_response(
     tokio::spawn(async move {
         let _slot = slot;
         let mut sent = 0;
-        tokio::time::sleep(latency.first_token()).await;
-        for step in steps {
-            match step {
-                Step::Frame(bytes, tokens) => {
-                    if tokens > 0 {
-                        tokio::time::sleep(latency.tokens(tokens)).await;
+        // Every wait ends early when the client goes away, so that its
+        // reservation and in-flight slot are released at once.
+        'run: {
+            if !wait(&tx, latency.first_token()).await {
+                break 'run;
+            }
+            for step in steps {
+                match step {
+                    Step::Frame(bytes, tokens) => {
+                        if tokens > 0 && !wait(&tx, latency.tokens(tokens)).await {
+                            break 'run;
+                        }
+                        if tx.send(Ok(bytes)).await.is_err() {
+                            break 'run;
+                        }
+                        sent += tokens;
                     }
-                    if tx.send(Ok(bytes)).await.is_err() {
-                        break;
+                    Step::Pause(d) => {
+                        if !wait(&tx, d).await {
+                            break 'run;
+                        }
                     }
-                    sent += tokens;
-                }
-                Step::Pause(d) => tokio::time::sleep(d).await,
-                Step::Abort => {
-                    let _ = tx
-                        .send(Err(std::io::Error::new(
-                            std::io::ErrorKind::ConnectionReset,
-                            "truncated by fault injection",
-                        )))
-                        .await;
-                    break;
+                    Step::Abort => {
+                        let _ = tx
+                            .send(Err(std::io::Error::new(
+                                std::io::ErrorKind::ConnectionReset,
+                                "truncated by fault injection",
+                            )))
+                            .await;
+                        break 'run;
+                    }
                 }
             }
         }
