@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -163,6 +163,9 @@ struct Inner {
 pub(crate) struct Breaker {
     pub(crate) key: Arc<str>,
     word: AtomicU64,
+    /// Set once the registry has dropped this breaker: services that cached
+    /// it must look the key up again.
+    evicted: AtomicBool,
     shared: Arc<Shared>,
     inner: Mutex<Inner>,
 }
@@ -182,6 +185,7 @@ impl Breaker {
         Breaker {
             key,
             word: AtomicU64::new(CLOSED),
+            evicted: AtomicBool::new(false),
             shared,
             inner: Mutex::new(Inner {
                 state: CircuitState::Closed,
@@ -197,6 +201,16 @@ impl Breaker {
                 last_used: now,
             }),
         }
+    }
+
+    /// Whether the registry has dropped this breaker.
+    #[inline]
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_evicted(&self) {
+        self.evicted.store(true, Ordering::Release);
     }
 
     /// Admits a call or refuses it. Closed: one atomic load, no lock.

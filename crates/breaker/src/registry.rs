@@ -12,7 +12,7 @@ use crate::config::Config;
 
 #[derive(Debug)]
 struct Map {
-    breakers: HashMap<Arc<str>, Arc<Breaker>>,
+    breakers: HashMap<Arc<str>, Arc<Breaker>, foldhash::fast::RandomState>,
     last_sweep: Instant,
 }
 
@@ -28,7 +28,7 @@ impl Registry {
         Registry {
             shared: Arc::new(Shared::new(config)),
             map: RwLock::new(Map {
-                breakers: HashMap::new(),
+                breakers: HashMap::default(),
                 last_sweep: Instant::now(),
             }),
         }
@@ -89,8 +89,13 @@ impl Registry {
         let before = map.breakers.len();
         // The map holds one reference; any other is a call in flight (or a
         // service about to use it).
-        map.breakers
-            .retain(|_, b| !b.expired(now, Arc::strong_count(b) > 1));
+        map.breakers.retain(|_, b| {
+            let expired = b.expired(now, Arc::strong_count(b) > 1);
+            if expired {
+                b.mark_evicted();
+            }
+            !expired
+        });
         let removed = before - map.breakers.len();
         if removed > 0 {
             tracing::debug!(removed, "idle circuit breakers dropped");
@@ -110,7 +115,9 @@ impl Registry {
         match victim {
             Some(k) => {
                 tracing::debug!(evicted = %k, model = for_key, "circuit breaker registry full: evicting");
-                map.breakers.remove(&k);
+                if let Some(b) = map.breakers.remove(&k) {
+                    b.mark_evicted();
+                }
                 true
             }
             None => false,

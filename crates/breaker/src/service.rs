@@ -1,11 +1,12 @@
 //! The service.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use tower_bedrock_core::{Classified, LocalRejection, Rejection, names};
 use tower_service::Service;
 
+use crate::breaker::Breaker;
 use crate::future::ResponseFuture;
 use crate::handle::CircuitBreakHandle;
 use crate::key::{KeyExtractor, ModelIdKey};
@@ -27,6 +28,10 @@ pub struct CircuitBreak<S, K = ModelIdKey> {
     inner: S,
     key: K,
     registry: Arc<Registry>,
+    /// The breaker of the previous call: a service that keeps calling the
+    /// same model skips the map lookup. Weak, so it neither keeps a dropped
+    /// breaker alive nor counts as a call in flight.
+    last: Weak<Breaker>,
 }
 
 impl<S, K> CircuitBreak<S, K> {
@@ -35,6 +40,7 @@ impl<S, K> CircuitBreak<S, K> {
             inner,
             key,
             registry,
+            last: Weak::new(),
         }
     }
 
@@ -75,12 +81,22 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let registry = &self.registry;
-        let admission = self.key.with_key(&req, |key| match registry.get(key) {
-            None => Ok(None),
-            Some(breaker) => match breaker.try_acquire() {
+        let last = &mut self.last;
+        let admission = self.key.with_key(&req, |key| {
+            let breaker = match last.upgrade() {
+                Some(b) if *b.key == *key && !b.is_evicted() => b,
+                _ => match registry.get(key) {
+                    Some(b) => {
+                        *last = Arc::downgrade(&b);
+                        b
+                    }
+                    None => return Ok(None),
+                },
+            };
+            match breaker.try_acquire() {
                 Ok(permit) => Ok(Some(permit)),
                 Err(refusal) => Err((breaker, refusal)),
-            },
+            }
         });
         match admission {
             Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),

@@ -764,3 +764,26 @@ fn default_layer_is_keyed_by_model() {
     let layer: CircuitBreakLayer<ModelIdKey> = CircuitBreakLayer::default();
     assert!(layer.handle().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_does_not_keep_using_a_dropped_breaker() {
+    let (mut svc, mock, h) = build(one_failure_trips().max_breakers(1));
+    let mut other = svc.clone();
+    // A call in flight keeps the breaker of "a" alive after it is dropped.
+    svc.ready().await.unwrap();
+    let mut in_flight = tokio_test::task::spawn(svc.call(Req::new("a", Answer::Gate)));
+    assert!(in_flight.poll().is_pending());
+    fail_n(&mut svc, "a", UNAVAILABLE, 1).await;
+    assert!(is_circuit_open(
+        &send(&mut svc, "a", Answer::Ok).await.unwrap_err()
+    ));
+    // Another clone brings a new key: the only breaker ("a") is evicted.
+    ok_n(&mut other, "b", 1).await;
+    assert!(h.get("a").is_none());
+    // `svc` last used "a": it must not keep consulting the dropped breaker.
+    let calls = mock.calls_for("a");
+    ok_n(&mut svc, "a", 1).await;
+    assert_eq!(mock.calls_for("a"), calls + 1);
+    assert_eq!(state(&h, "a"), CircuitState::Closed);
+    drop(in_flight);
+}
