@@ -110,6 +110,7 @@ pub(crate) struct Config {
     pub(crate) max_wait: Duration,
     adaptive: Option<Adaptive>,
     pub(crate) on_error: fn(&ErrorClass) -> ErrorSettlement,
+    pub(crate) pacing: bool,
 }
 
 /// Builds a [`Budget`]. See [`Budget::builder`].
@@ -123,6 +124,7 @@ pub struct BudgetBuilder {
     max_wait: Duration,
     adaptive: Option<Adaptive>,
     on_error: fn(&ErrorClass) -> ErrorSettlement,
+    pacing: bool,
 }
 
 impl BudgetBuilder {
@@ -133,7 +135,7 @@ impl BudgetBuilder {
     }
 
     /// Sub-windows per window (100 by default): the sliding window's
-    /// granularity. More is closer to an exact sliding log (throughput
+    /// granularity. Must divide the window into whole nanoseconds. More is closer to an exact sliding log (throughput
     /// under backlog is `n / (n + 1)` of the limit) and costs 16 bytes per
     /// sub-window and key.
     pub fn sub_windows(mut self, n: u32) -> Self {
@@ -217,6 +219,25 @@ impl BudgetBuilder {
         self
     }
 
+    /// Whether waiting requests are admitted no faster than the limit's
+    /// rate (on by default).
+    ///
+    /// A sliding window frees room in the same pattern it was filled: a
+    /// burst that filled the window at its start frees it in a burst one
+    /// window later, and a backlog drained at once repeats that burst
+    /// forever, leaving requests that arrive between bursts waiting most of
+    /// a window. With pacing, requests that had to wait are admitted at
+    /// most at `limit / window` (with a burst of two sub-windows' worth), so
+    /// the admissions of a busy key spread over the window within a few
+    /// windows and a newcomer finds room within a sub-window or two. Room
+    /// not used at once is not lost: it stays in the window. Requests that
+    /// find no queue are admitted as soon as the window has room (and count
+    /// against the pace).
+    pub fn pace_backlog(mut self, pacing: bool) -> Self {
+        self.pacing = pacing;
+        self
+    }
+
     /// Replaces the rule deciding whether a failed call is refunded
     /// ([`default_error_settlement`] by default).
     pub fn on_error(mut self, rule: fn(&ErrorClass) -> ErrorSettlement) -> Self {
@@ -278,6 +299,7 @@ impl BudgetBuilder {
                     max_wait: self.max_wait,
                     adaptive: self.adaptive,
                     on_error: self.on_error,
+                    pacing: self.pacing,
                 }),
                 keys: RwLock::new(HashMap::new()),
                 tenants: Mutex::new(vec![default_tenant]),
@@ -287,7 +309,7 @@ impl BudgetBuilder {
 }
 
 fn check_sub_windows(window: &'static str, len: Duration, n: u32) -> Result<(), BuildError> {
-    if n == 0 || n > 100_000 || (len / n).is_zero() {
+    if n == 0 || n > 100_000 || (len / n).is_zero() || len.as_nanos() % u128::from(n) != 0 {
         return Err(BuildError::BadSubWindows {
             window,
             sub_windows: n,
@@ -400,6 +422,7 @@ impl Budget<InMemoryStore> {
             max_wait: Duration::from_secs(30),
             adaptive: Some(Adaptive::default()),
             on_error: default_error_settlement,
+            pacing: true,
         }
     }
 }
@@ -661,6 +684,50 @@ impl Factor {
     }
 }
 
+/// A token bucket pacing the admission of waiting requests at the limit's
+/// rate. Its level may go negative (a large request or direct admissions
+/// run ahead of the pace), down to minus one whole limit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    level: f64,
+    at: Option<Instant>,
+}
+
+/// Rate (units per second) and burst of a pace for `limit` per window.
+fn pace_params(limit: u64, spec: &WindowSpec) -> (f64, f64) {
+    let limit = limit as f64;
+    let rate = limit / spec.window.as_secs_f64();
+    let burst = (2.0 * limit / f64::from(spec.sub_windows.max(1))).max(1.0);
+    (rate, burst)
+}
+
+impl Pace {
+    fn level(&self, now: Instant, rate: f64, burst: f64) -> f64 {
+        match self.at {
+            None => burst,
+            Some(at) => (self.level + rate * now.saturating_duration_since(at).as_secs_f64()).min(burst),
+        }
+    }
+
+    /// When the level will allow `amount` (capped at the burst), if not now.
+    fn ready_at(&self, now: Instant, limit: u64, spec: &WindowSpec, amount: u64) -> Option<Instant> {
+        let (rate, burst) = pace_params(limit, spec);
+        let need = (amount as f64).min(burst);
+        let level = self.level(now, rate, burst);
+        if level >= need || rate <= 0.0 {
+            None
+        } else {
+            Some(now + Duration::from_secs_f64((need - level) / rate))
+        }
+    }
+
+    fn consume(&mut self, now: Instant, limit: u64, spec: &WindowSpec, amount: u64) {
+        let (rate, burst) = pace_params(limit, spec);
+        self.level = (self.level(now, rate, burst) - amount as f64).max(-(limit as f64));
+        self.at = Some(now);
+    }
+}
+
 fn scale(limit: u64, f: f64) -> u64 {
     if f >= 1.0 {
         limit
@@ -680,6 +747,8 @@ pub(crate) struct Sched {
     pub(crate) room_at: Option<Instant>,
     tokens_factor: Factor,
     requests_factor: Factor,
+    pace_tokens: Pace,
+    pace_requests: Pace,
     /// Burndown and default output of the last model seen on this key.
     model: Option<(Box<str>, u64, u64)>,
 }
@@ -728,6 +797,8 @@ impl<K: StoreKey> KeyState<K> {
                 room_at: None,
                 tokens_factor: Factor::FULL,
                 requests_factor: Factor::FULL,
+                pace_tokens: Pace::default(),
+                pace_requests: Pace::default(),
                 model: None,
             }),
             gauges,
@@ -871,6 +942,32 @@ impl Sched {
                 .requests
                 .map(|r| scale(r, self.requests_factor.current(now, a, w))),
             day_tokens: configured.day_tokens,
+        }
+    }
+
+    /// When pacing allows a waiting request of `charge` to be admitted, if
+    /// not now (always now when pacing is off).
+    pub(crate) fn pace_wait(&self, now: Instant, config: &Config, limits: Limits, charge: Charge) -> Option<Instant> {
+        if !config.pacing {
+            return None;
+        }
+        let spec = &config.spec;
+        let tokens = self.pace_tokens.ready_at(now, limits.tokens, spec, charge.tokens);
+        let requests = limits
+            .requests
+            .and_then(|r| self.pace_requests.ready_at(now, r, spec, charge.requests));
+        tokens.max(requests)
+    }
+
+    /// Counts an admission against the pace.
+    pub(crate) fn pace_consume(&mut self, now: Instant, config: &Config, limits: Limits, charge: Charge) {
+        if !config.pacing {
+            return;
+        }
+        let spec = &config.spec;
+        self.pace_tokens.consume(now, limits.tokens, spec, charge.tokens);
+        if let Some(r) = limits.requests {
+            self.pace_requests.consume(now, r, spec, charge.requests);
         }
     }
 

@@ -12,8 +12,8 @@ pub enum BuildError {
     ZeroWindow,
     /// The day length is zero.
     ZeroDay,
-    /// Zero sub-windows, or more sub-windows than nanoseconds in the
-    /// window, or more than 100 000 (memory per key).
+    /// Zero sub-windows, more than 100 000 (memory per key), or a number
+    /// that does not divide the window into whole nanoseconds.
     BadSubWindows {
         /// Which window (`window` or `day`).
         window: &'static str,
@@ -52,7 +52,7 @@ impl fmt::Display for BuildError {
                 sub_windows,
             } => write!(
                 f,
-                "{sub_windows} sub-windows per {window} is out of range (1..=100000, at least 1 ns each)"
+                "{sub_windows} sub-windows per {window} is out of range (1..=100000, dividing the window into whole nanoseconds)"
             ),
             BuildError::ZeroLimit { key, window } => {
                 write!(f, "{window} limit of budget key {key} must be positive")

@@ -369,6 +369,8 @@ impl<K: StoreKey> Admission<K> {
                             let waker = {
                                 let mut s = self.key.sched.lock();
                                 s.admitted(&self.tenant, self.charge, now, tau);
+                                let limits = s.limits(now, &self.key.config, self.key.configured());
+                                s.pace_consume(now, &self.key.config, limits, self.charge);
                                 match self.queued.take() {
                                     Some(mut q) => {
                                         s.remove(q.tenant, q.id);
@@ -426,9 +428,21 @@ impl<K: StoreKey> Admission<K> {
                         || s.epoch != self.epoch
                         || self.retry_at.is_some_and(|t| now >= t);
                     if is_head && room_may_exist {
-                        self.epoch = s.epoch;
-                        self.phase = Phase::Trying(Self::reserve(&self.key, &s, self.charge, now));
-                        continue;
+                        let limits = s.limits(now, &self.key.config, self.key.configured());
+                        match s.pace_wait(now, &self.key.config, limits, self.charge) {
+                            None => {
+                                self.epoch = s.epoch;
+                                self.phase =
+                                    Phase::Trying(self.key.store.reserve(limits, self.charge, now));
+                                continue;
+                            }
+                            // Not yet: the backlog drains at the limit's pace.
+                            Some(at) => {
+                                self.retry_at = Some(at.max(now + Duration::from_millis(1)));
+                                self.epoch = s.epoch;
+                                self.phase = Phase::Waiting { refused: true };
+                            }
+                        }
                     }
                     if now >= self.deadline {
                         drop(s);
