@@ -53,6 +53,7 @@
 //!         TokenDemand { input_tokens: self.prompt_tokens, max_output_tokens: Some(self.max_tokens) }
 //!     }
 //! }
+//! #[derive(Debug)]
 //! struct Resp(Usage);
 //! impl ReportsUsage for Resp {
 //!     fn usage(&self) -> Option<Usage> { Some(self.0) }
@@ -115,8 +116,12 @@
 //! behavioural test suite of this crate as functions generic over the store,
 //! and the [`budget_store_tests!`] macro generates a `#[test]` for each:
 //!
-//! ```ignore
-//! tower_bedrock_budget::budget_store_tests!(my_store::RedisStore::connect_for_tests());
+//! ```no_run
+//! # #[cfg(feature = "testing")]
+//! # mod suite {
+//! // In a test file of the store's crate (here with the in-memory store):
+//! tower_bedrock_budget::budget_store_tests!(tower_bedrock_budget::InMemoryStore::new());
+//! # }
 //! ```
 //!
 //! # Metrics and events

@@ -6,8 +6,10 @@
 //! tokio's paused time, and panics on failure. Run them all for a store
 //! with [`budget_store_tests!`](crate::budget_store_tests):
 //!
-//! ```ignore
+//! ```no_run
+//! # mod suite {
 //! tower_bedrock_budget::budget_store_tests!(tower_bedrock_budget::InMemoryStore::new());
+//! # }
 //! ```
 //!
 //! The store expression is evaluated inside the paused runtime, once per
