@@ -51,7 +51,11 @@
 //!   [`ModelRequest`](tower_bedrock_core::ModelRequest) requests).
 //!
 //! `poll_ready` of the inner service is called before every attempt,
-//! retries included. Dropping the response future stops everything.
+//! retries included (a `poll_ready` error during a retry is returned with
+//! the attempts noted and no `RetryStop`). Dropping the response future
+//! stops everything and gives back retry budget held for a retry not yet
+//! sent. Waits use `tokio::time`, so retries need a tokio runtime with time
+//! enabled; the happy path touches no timer.
 //!
 //! # Example
 //!

@@ -853,3 +853,31 @@ async fn attempts_are_reported_after_successful_and_failed_calls() {
     };
     svc.ready().await.unwrap().call(req).await.unwrap_err();
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_call_draws_from_its_own_documented_seed() {
+    let layer = QuotaAlignedRetryLayer::builder()
+        .seed(SEED)
+        .build()
+        .unwrap();
+    let mut gaps = Vec::new();
+    for _ in 0..3 {
+        let mock = Mock::failing(1, pool());
+        let state = mock.state();
+        // A call that needs no draw does not take a seed.
+        let mut ok = layer.layer(Mock::failing(0, pool()));
+        call_once(&mut ok).await.unwrap();
+        let mut svc = layer.layer(mock);
+        call_once(&mut svc).await.unwrap();
+        gaps.extend(state.gaps());
+    }
+    let expected: Vec<Duration> = (0..3u64)
+        .map(|k| {
+            draws(
+                SEED.wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                &[100],
+            )[0]
+        })
+        .collect();
+    assert_eq!(gaps, expected);
+}
