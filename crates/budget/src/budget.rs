@@ -13,7 +13,9 @@ use tower_bedrock_core::{ErrorClass, ThrottleKind, names};
 use crate::error::BuildError;
 use crate::estimate::ReservationPolicy;
 use crate::layer::TokenBudgetLayer;
-use crate::store::{BudgetStore, Charge, InMemoryStore, Limits, StoreKey, StoreSnapshot, WindowSpec};
+use crate::store::{
+    BudgetStore, Charge, InMemoryStore, Limits, StoreKey, StoreSnapshot, WindowSpec,
+};
 
 /// What the budget does with a reservation when the call fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,7 +311,8 @@ impl BudgetBuilder {
 }
 
 fn check_sub_windows(window: &'static str, len: Duration, n: u32) -> Result<(), BuildError> {
-    if n == 0 || n > 100_000 || (len / n).is_zero() || len.as_nanos() % u128::from(n) != 0 {
+    if n == 0 || n > 100_000 || (len / n).is_zero() || !len.as_nanos().is_multiple_of(u128::from(n))
+    {
         return Err(BuildError::BadSubWindows {
             window,
             sub_windows: n,
@@ -366,9 +369,11 @@ impl<St: BudgetStore> std::fmt::Debug for Budget<St> {
 pub(crate) struct Shared<St: BudgetStore> {
     store: St,
     pub(crate) config: Arc<Config>,
-    keys: RwLock<HashMap<Box<str>, Arc<KeyState<St::Key>>>>,
+    keys: RwLock<KeyMap<St::Key>>,
     tenants: Mutex<Vec<Arc<TenantInfo>>>,
 }
+
+type KeyMap<K> = HashMap<Box<str>, Arc<KeyState<K>>>;
 
 #[derive(Debug)]
 pub(crate) struct TenantInfo {
@@ -497,6 +502,32 @@ impl<St: BudgetStore> Budget<St> {
         self.shared.key_state(key).store.clone()
     }
 
+    /// Approximate bytes this process holds for `key` (its windows in the
+    /// store, when the store keeps them here, plus the budget's own per-key
+    /// state: queues, tenant counters, adaptive factors, metric handles).
+    /// Constant in the traffic; grows only with the number of tenants that
+    /// used the key and the requests waiting. `None` for a key never used.
+    pub fn key_memory_bytes(&self, key: &str) -> Option<usize> {
+        let ks = self.shared.keys.read().get(key).cloned()?;
+        let sched = ks.sched.lock();
+        let tenants = sched.tenants.capacity() * std::mem::size_of::<TenantSlot>()
+            + sched
+                .tenants
+                .iter()
+                .map(|t| t.queue.capacity() * std::mem::size_of::<Waiting>())
+                .sum::<usize>();
+        let model = sched.model.as_ref().map_or(0, |(m, _, _)| m.len());
+        Some(
+            ks.store.memory_bytes()
+                + std::mem::size_of::<KeyState<St::Key>>()
+                + 2 * std::mem::size_of::<usize>()
+                + 2 * key.len() // the map's key and the state's name
+                + std::mem::size_of::<(Box<str>, Arc<()>)>()
+                + tenants
+                + model,
+        )
+    }
+
     /// Introspection of one key: usage, reservations, limits, utilisation,
     /// waiting requests and each tenant's share. `None` for a key never
     /// used.
@@ -620,7 +651,9 @@ impl Decayed {
     fn get(&self, now: Instant, tau: f64) -> f64 {
         match self.at {
             None => 0.0,
-            Some(at) => self.value * (-(now.saturating_duration_since(at).as_secs_f64()) / tau).exp(),
+            Some(at) => {
+                self.value * (-(now.saturating_duration_since(at).as_secs_f64()) / tau).exp()
+            }
         }
     }
 
@@ -664,13 +697,20 @@ impl Factor {
         match self.at {
             None => self.value,
             Some(at) => {
-                let windows = now.saturating_duration_since(at).as_secs_f64() / window.as_secs_f64();
+                let windows =
+                    now.saturating_duration_since(at).as_secs_f64() / window.as_secs_f64();
                 (self.value + a.recovery * windows).min(1.0)
             }
         }
     }
 
-    fn decrease(&mut self, now: Instant, a: &Adaptive, window: Duration, cooldown: Duration) -> bool {
+    fn decrease(
+        &mut self,
+        now: Instant,
+        a: &Adaptive,
+        window: Duration,
+        cooldown: Duration,
+    ) -> bool {
         if self
             .last_decrease
             .is_some_and(|t| now.saturating_duration_since(t) < cooldown)
@@ -705,12 +745,20 @@ impl Pace {
     fn level(&self, now: Instant, rate: f64, burst: f64) -> f64 {
         match self.at {
             None => burst,
-            Some(at) => (self.level + rate * now.saturating_duration_since(at).as_secs_f64()).min(burst),
+            Some(at) => {
+                (self.level + rate * now.saturating_duration_since(at).as_secs_f64()).min(burst)
+            }
         }
     }
 
     /// When the level will allow `amount` (capped at the burst), if not now.
-    fn ready_at(&self, now: Instant, limit: u64, spec: &WindowSpec, amount: u64) -> Option<Instant> {
+    fn ready_at(
+        &self,
+        now: Instant,
+        limit: u64,
+        spec: &WindowSpec,
+        amount: u64,
+    ) -> Option<Instant> {
         let (rate, burst) = pace_params(limit, spec);
         let need = (amount as f64).min(burst);
         let level = self.level(now, rate, burst);
@@ -774,9 +822,7 @@ impl<K: StoreKey> KeyState<K> {
     fn new(key: &str, store: K, config: Arc<Config>) -> Self {
         let configured = config.limits_of(key);
         let name: Arc<str> = Arc::from(key);
-        let gauge = |w: &'static str| {
-            metrics::gauge!(names::BUDGET_UTILIZATION, "model" => name.to_string(), "window" => w)
-        };
+        let gauge = |w: &'static str| metrics::gauge!(names::BUDGET_UTILIZATION, "model" => name.to_string(), "window" => w);
         let gauges = Gauges {
             tokens: gauge("tokens"),
             requests: gauge("requests"),
@@ -812,10 +858,10 @@ impl<K: StoreKey> KeyState<K> {
     /// Burndown rate and default output of `model`, cached per key.
     pub(crate) fn model_rules(&self, model: &str) -> (u64, u64) {
         let mut s = self.sched.lock();
-        if let Some((m, b, o)) = &s.model {
-            if &**m == model {
-                return (*b, *o);
-            }
+        if let Some((m, b, o)) = &s.model
+            && &**m == model
+        {
+            return (*b, *o);
         }
         let p = &self.config.policy;
         let (b, o) = (p.burndown(model), p.default_max_output(model));
@@ -886,14 +932,20 @@ impl<K: StoreKey> KeyState<K> {
         let s = self.sched.lock();
         let effective = s.limits(now, &self.config, self.configured);
         let tau = self.config.spec.window.as_secs_f64();
-        let scores: Vec<f64> = s.tenants.iter().map(|t| s.cost(t, now, tau, effective)).collect();
+        let scores: Vec<f64> = s
+            .tenants
+            .iter()
+            .map(|t| s.cost(t, now, tau, effective))
+            .collect();
         let total: f64 = scores.iter().sum();
         let tenants = s
             .tenants
             .iter()
             .zip(&scores)
             .enumerate()
-            .filter(|(_, (t, _))| t.admitted.requests > 0 || t.waits > 0 || t.sheds > 0 || !t.queue.is_empty())
+            .filter(|(_, (t, _))| {
+                t.admitted.requests > 0 || t.waits > 0 || t.sheds > 0 || !t.queue.is_empty()
+            })
             .map(|(i, (t, score))| {
                 let info = tenants.get(i);
                 TenantSnapshot {
@@ -947,12 +999,20 @@ impl Sched {
 
     /// When pacing allows a waiting request of `charge` to be admitted, if
     /// not now (always now when pacing is off).
-    pub(crate) fn pace_wait(&self, now: Instant, config: &Config, limits: Limits, charge: Charge) -> Option<Instant> {
+    pub(crate) fn pace_wait(
+        &self,
+        now: Instant,
+        config: &Config,
+        limits: Limits,
+        charge: Charge,
+    ) -> Option<Instant> {
         if !config.pacing {
             return None;
         }
         let spec = &config.spec;
-        let tokens = self.pace_tokens.ready_at(now, limits.tokens, spec, charge.tokens);
+        let tokens = self
+            .pace_tokens
+            .ready_at(now, limits.tokens, spec, charge.tokens);
         let requests = limits
             .requests
             .and_then(|r| self.pace_requests.ready_at(now, r, spec, charge.requests));
@@ -960,12 +1020,19 @@ impl Sched {
     }
 
     /// Counts an admission against the pace.
-    pub(crate) fn pace_consume(&mut self, now: Instant, config: &Config, limits: Limits, charge: Charge) {
+    pub(crate) fn pace_consume(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        limits: Limits,
+        charge: Charge,
+    ) {
         if !config.pacing {
             return;
         }
         let spec = &config.spec;
-        self.pace_tokens.consume(now, limits.tokens, spec, charge.tokens);
+        self.pace_tokens
+            .consume(now, limits.tokens, spec, charge.tokens);
         if let Some(r) = limits.requests {
             self.pace_requests.consume(now, r, spec, charge.requests);
         }
@@ -1007,11 +1074,11 @@ impl Sched {
 
     /// Leaves the queue (admitted, shed or dropped).
     pub(crate) fn remove(&mut self, tenant: usize, id: u64) {
-        if let Some(t) = self.tenants.get_mut(tenant) {
-            if let Some(pos) = t.queue.iter().position(|w| w.id == id) {
-                t.queue.remove(pos);
-                self.waiting -= 1;
-            }
+        if let Some(t) = self.tenants.get_mut(tenant)
+            && let Some(pos) = t.queue.iter().position(|w| w.id == id)
+        {
+            t.queue.remove(pos);
+            self.waiting -= 1;
         }
     }
 
@@ -1032,14 +1099,21 @@ impl Sched {
     /// The waiter allowed to try next: the front of the queue of the
     /// tenant in the highest priority class with the lowest weighted recent
     /// cost (ties: the earliest arrival). With one tenant, plain FIFO.
-    pub(crate) fn head(&self, now: Instant, config: &Config, limits: Limits) -> Option<(usize, u64)> {
+    pub(crate) fn head(
+        &self,
+        now: Instant,
+        config: &Config,
+        limits: Limits,
+    ) -> Option<(usize, u64)> {
         if self.waiting == 0 {
             return None;
         }
         let tau = config.spec.window.as_secs_f64();
         let mut best: Option<(usize, Priority, f64, u64)> = None;
         for (i, t) in self.tenants.iter().enumerate() {
-            let Some(front) = t.queue.front() else { continue };
+            let Some(front) = t.queue.front() else {
+                continue;
+            };
             let cost = self.cost(t, now, tau, limits);
             let better = match best {
                 None => true,

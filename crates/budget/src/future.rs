@@ -87,10 +87,10 @@ where
                 .take()
                 .expect("budget future polled after completion");
             let waited = this.admission.waited();
-            if !waited.is_zero() {
-                if let Some(report) = req.report() {
-                    report.record_budget_wait(waited);
-                }
+            if !waited.is_zero()
+                && let Some(report) = req.report()
+            {
+                report.record_budget_wait(waited);
             }
             match admitted {
                 Err(rejection) => return Poll::Ready(Err(S::Error::from(rejection))),
@@ -136,10 +136,10 @@ where
                         ErrorSettlement::Refund => held.settle(Charge::ZERO),
                         ErrorSettlement::Keep => drop(held),
                     }
-                    if let ErrorClass::Throttled(kind) = class {
-                        if class.is_rate_throttle() {
-                            key.on_throttle(kind, Instant::now());
-                        }
+                    if let ErrorClass::Throttled(kind) = class
+                        && class.is_rate_throttle()
+                    {
+                        key.on_throttle(kind, Instant::now());
                     }
                 }
                 Poll::Ready(Err(error))
@@ -287,7 +287,12 @@ impl<K: StoreKey> Admission<K> {
         );
     }
 
-    fn reserve(key: &KeyState<K>, s: &crate::budget::Sched, charge: Charge, now: Instant) -> K::Reserve {
+    fn reserve(
+        key: &KeyState<K>,
+        s: &crate::budget::Sched,
+        charge: Charge,
+        now: Instant,
+    ) -> K::Reserve {
         let limits = s.limits(now, &key.config, key.configured());
         key.store.reserve(limits, charge, now)
     }
@@ -376,7 +381,11 @@ impl<K: StoreKey> Admission<K> {
                                         s.remove(q.tenant, q.id);
                                         // Already removed: its drop has nothing to do.
                                         q.active = false;
-                                        s.take_head_waker(now, &self.key.config, self.key.configured())
+                                        s.take_head_waker(
+                                            now,
+                                            &self.key.config,
+                                            self.key.configured(),
+                                        )
                                     }
                                     None => None,
                                 }

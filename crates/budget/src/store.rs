@@ -222,6 +222,12 @@ pub trait StoreKey: Send + Sync + 'static {
     /// The key's windows at `now` (a remote store may answer from its last
     /// known state).
     fn snapshot(&self, now: Instant) -> StoreSnapshot;
+
+    /// Bytes of this process's memory the key's windows take (0 for a
+    /// store that keeps them elsewhere).
+    fn memory_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// The default store: the windows of each key in this process's memory.
@@ -297,22 +303,28 @@ impl InMemoryKey {
         now.saturating_duration_since(self.origin)
     }
 
-    /// Heap and inline bytes this key's windows take.
-    pub fn memory_bytes(&self) -> usize {
-        let w = self.windows.lock();
-        std::mem::size_of::<Windows>()
-            + w.tokens.heap_bytes()
-            + w.requests.heap_bytes()
-            + w.day.heap_bytes()
-    }
-
-    fn try_reserve(&self, limits: Limits, charge: Charge, now: Instant) -> Result<Reservation, Refusal> {
+    fn try_reserve(
+        &self,
+        limits: Limits,
+        charge: Charge,
+        now: Instant,
+    ) -> Result<Reservation, Refusal> {
         let mut w = self.windows.lock();
         let (slot, day_slot) = w.advance(self.elapsed(now));
         // (window, ring, limit, amount) for each limited window.
         let checks = [
-            (WindowKind::Tokens, &w.tokens, Some(limits.tokens), charge.tokens),
-            (WindowKind::Requests, &w.requests, limits.requests, charge.requests),
+            (
+                WindowKind::Tokens,
+                &w.tokens,
+                Some(limits.tokens),
+                charge.tokens,
+            ),
+            (
+                WindowKind::Requests,
+                &w.requests,
+                limits.requests,
+                charge.requests,
+            ),
             (WindowKind::Day, &w.day, limits.day_tokens, charge.tokens),
         ];
         let mut refusal: Option<Refusal> = None;
@@ -373,7 +385,12 @@ impl StoreKey for InMemoryKey {
         w.advance(self.elapsed(now));
         let r = reservation.charge;
         adjust(&mut w.tokens, reservation.slot, r.tokens, actual.tokens);
-        adjust(&mut w.requests, reservation.slot, r.requests, actual.requests);
+        adjust(
+            &mut w.requests,
+            reservation.slot,
+            r.requests,
+            actual.requests,
+        );
         adjust(&mut w.day, reservation.day_slot, r.tokens, actual.tokens);
         w.reserved.tokens = w.reserved.tokens.saturating_sub(r.tokens);
         w.reserved.requests = w.reserved.requests.saturating_sub(r.requests);
@@ -389,5 +406,17 @@ impl StoreKey for InMemoryKey {
             reserved_tokens: w.reserved.tokens,
             reserved_requests: w.reserved.requests,
         }
+    }
+
+    /// The three rings' counters plus the mutex-protected block and the
+    /// handle.
+    fn memory_bytes(&self) -> usize {
+        let w = self.windows.lock();
+        std::mem::size_of::<Self>()
+            + std::mem::size_of::<Mutex<Windows>>()
+            + 2 * std::mem::size_of::<usize>() // Arc counts
+            + w.tokens.heap_bytes()
+            + w.requests.heap_bytes()
+            + w.day.heap_bytes()
     }
 }

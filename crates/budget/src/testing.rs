@@ -163,7 +163,9 @@ pub struct MockResponse {
 
 impl fmt::Debug for MockResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MockResponse").field("id", &self.id).finish()
+        f.debug_struct("MockResponse")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -288,7 +290,12 @@ impl MockBedrock {
 
     /// Calls refused by the capacity.
     pub fn throttled(&self) -> usize {
-        self.state.lock().calls.iter().filter(|c| c.throttled).count()
+        self.state
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.throttled)
+            .count()
     }
 
     fn admit(&self, req: &MockRequest, now: Instant) -> Option<ThrottleKind> {
@@ -392,7 +399,10 @@ pub fn send<St: BudgetStore>(
 ) -> impl Future<Output = Result<MockResponse, MockError>> + Send + 'static {
     use std::task::Waker;
     let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_ready(), "the mock is always ready");
+    assert!(
+        svc.poll_ready(&mut cx).is_ready(),
+        "the mock is always ready"
+    );
     svc.call(req)
 }
 
@@ -432,9 +442,15 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
     let key = store.key("contract", &spec);
     let limits = Limits::tokens(100).with_requests(3).with_day_tokens(150);
     let t0 = Instant::now();
-    let a = key.reserve(limits, Charge::call(60), t0).await.expect("room");
+    let a = key
+        .reserve(limits, Charge::call(60), t0)
+        .await
+        .expect("room");
     let s = key.snapshot(t0);
-    assert_eq!((s.tokens, s.requests, s.reserved_tokens, s.reserved_requests), (60, 1, 60, 1));
+    assert_eq!(
+        (s.tokens, s.requests, s.reserved_tokens, s.reserved_requests),
+        (60, 1, 60, 1)
+    );
     let refusal = key.reserve(limits, Charge::call(50), t0).await.unwrap_err();
     assert_eq!(refusal.window, crate::WindowKind::Tokens);
     // The first sub-window leaves the ring at 11 s (one sub-window late at most).
@@ -444,17 +460,26 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
     key.settle(a, Charge::call(20), t0);
     let s = key.snapshot(t0);
     assert_eq!((s.tokens, s.reserved_tokens), (20, 0));
-    let b = key.reserve(limits, Charge::call(50), t0).await.expect("room after refund");
+    let b = key
+        .reserve(limits, Charge::call(50), t0)
+        .await
+        .expect("room after refund");
     // Settling to more charges the difference.
     key.settle(b, Charge::call(70), t0);
     assert_eq!(key.snapshot(t0).tokens, 90);
     // Full refund removes the request too.
-    let c = key.reserve(limits, Charge::call(10), t0).await.expect("room");
+    let c = key
+        .reserve(limits, Charge::call(10), t0)
+        .await
+        .expect("room");
     key.settle(c, Charge::ZERO, t0);
     let s = key.snapshot(t0);
     assert_eq!((s.tokens, s.requests), (90, 2));
     // A charge that can never fit has no room time.
-    let never = key.reserve(limits, Charge::call(101), t0).await.unwrap_err();
+    let never = key
+        .reserve(limits, Charge::call(101), t0)
+        .await
+        .unwrap_err();
     assert_eq!(never.room_at, None);
     // The window slides: after 11 s everything left the token window...
     let t1 = t0 + Duration::from_secs(11);
@@ -463,10 +488,15 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
     // ...but not the day window.
     let day = key.reserve(limits, Charge::call(61), t1).await.unwrap_err();
     assert_eq!(day.window, crate::WindowKind::Day);
-    key.reserve(limits, Charge::call(60), t1).await.expect("fits the day");
+    key.reserve(limits, Charge::call(60), t1)
+        .await
+        .expect("fits the day");
     // Settling a reservation whose sub-window has expired refunds nothing
     // and charges extra into the current window.
-    let d = key.reserve(Limits::tokens(1000), Charge::call(5), t1).await.expect("room");
+    let d = key
+        .reserve(Limits::tokens(1000), Charge::call(5), t1)
+        .await
+        .expect("room");
     let t2 = t1 + Duration::from_secs(12);
     key.settle(d, Charge::call(8), t2);
     assert_eq!(key.snapshot(t2).tokens, 3);
@@ -496,20 +526,32 @@ pub async fn admits_up_to_the_limit_and_not_beyond<St: BudgetStore>(store: St) {
     }
     run_tasks().await;
     let s = snapshot(&budget, NOVA);
-    assert_eq!((s.tokens, s.reserved_tokens, s.reserved_requests), (1000, 1000, 5));
+    assert_eq!(
+        (s.tokens, s.reserved_tokens, s.reserved_requests),
+        (1000, 1000, 5)
+    );
     assert!((s.utilization - 1.0).abs() < 1e-9);
     // The sixth does not fit: shed at once (max wait zero) with a retry hint.
-    let err = send(&mut svc, MockRequest::new(NOVA, 5, 1, 0)).await.unwrap_err();
+    let err = send(&mut svc, MockRequest::new(NOVA, 5, 1, 0))
+        .await
+        .unwrap_err();
     assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
     let rejection = err.rejection().expect("a local rejection");
     assert_eq!(rejection.key(), Some(NOVA));
-    assert!(rejection.retry_after().is_some_and(|d| d > Duration::from_secs(59)));
+    assert!(
+        rejection
+            .retry_after()
+            .is_some_and(|d| d > Duration::from_secs(59))
+    );
     assert_eq!(mock.calls().len(), 5);
     for h in inflight {
         h.await.unwrap().expect("admitted calls succeed");
     }
     let s = snapshot(&budget, NOVA);
-    assert_eq!((s.tokens, s.reserved_tokens, s.used_tokens()), (1000, 0, 1000));
+    assert_eq!(
+        (s.tokens, s.reserved_tokens, s.used_tokens()),
+        (1000, 0, 1000)
+    );
     assert_eq!(s.tenants[0].admitted_requests, 5);
     assert_eq!(s.tenants[0].sheds, 1);
 }
@@ -525,16 +567,29 @@ pub async fn window_refreshes<St: BudgetStore>(store: St) {
     let g = budget.spec().granularity();
     let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
     let t0 = Instant::now();
-    send(&mut svc, MockRequest::new(NOVA, 0, 500, 500)).await.unwrap();
+    send(&mut svc, MockRequest::new(NOVA, 0, 500, 500))
+        .await
+        .unwrap();
     sleep_until(t0 + Duration::from_secs(59)).await;
-    let err = send(&mut svc, MockRequest::new(NOVA, 1, 10, 0)).await.unwrap_err();
-    let after = err.rejection().and_then(|r| r.retry_after()).expect("a hint");
+    let err = send(&mut svc, MockRequest::new(NOVA, 1, 10, 0))
+        .await
+        .unwrap_err();
+    let after = err
+        .rejection()
+        .and_then(|r| r.retry_after())
+        .expect("a hint");
     // Room at the first sub-window boundary after t0 + 60 s.
     assert_eq!(after, Duration::from_secs(1) + g);
     sleep_until(t0 + Duration::from_secs(60)).await;
-    assert!(send(&mut svc, MockRequest::new(NOVA, 2, 10, 0)).await.is_err());
+    assert!(
+        send(&mut svc, MockRequest::new(NOVA, 2, 10, 0))
+            .await
+            .is_err()
+    );
     sleep_until(t0 + Duration::from_secs(60) + g).await;
-    send(&mut svc, MockRequest::new(NOVA, 3, 500, 500)).await.expect("room again");
+    send(&mut svc, MockRequest::new(NOVA, 3, 500, 500))
+        .await
+        .expect("room again");
     assert_eq!(snapshot(&budget, NOVA).tokens, 1000);
 }
 
@@ -548,7 +603,10 @@ pub async fn settlement_refunds_and_charges<St: BudgetStore>(store: St) {
     let mock = MockBedrock::new(Duration::from_secs(1));
     let mut svc = budget.layer().layer(mock);
     // Reserve 100 + 500, use 100 + 50.
-    let h = spawn(&mut svc, MockRequest::new(NOVA, 0, 100, 500).reply(Reply::Usage(Usage::new(100, 50))));
+    let h = spawn(
+        &mut svc,
+        MockRequest::new(NOVA, 0, 100, 500).reply(Reply::Usage(Usage::new(100, 50))),
+    );
     run_tasks().await;
     assert_eq!(snapshot(&budget, NOVA).reserved_tokens, 600);
     h.await.unwrap().unwrap();
@@ -561,12 +619,18 @@ pub async fn settlement_refunds_and_charges<St: BudgetStore>(store: St) {
         cache_read_input_tokens: 5000,
         cache_write_input_tokens: 200,
     };
-    send(&mut svc, MockRequest::new(NOVA, 1, 100, 10).reply(Reply::Usage(used)))
-        .await
-        .unwrap();
+    send(
+        &mut svc,
+        MockRequest::new(NOVA, 1, 100, 10).reply(Reply::Usage(used)),
+    )
+    .await
+    .unwrap();
     assert_eq!(snapshot(&budget, NOVA).tokens, 150 + 310);
     // Claude 4: output burns down 5x, reservation and usage alike.
-    let h = spawn(&mut svc, MockRequest::new(SONNET4, 2, 100, 100).reply(Reply::Usage(Usage::new(100, 20))));
+    let h = spawn(
+        &mut svc,
+        MockRequest::new(SONNET4, 2, 100, 100).reply(Reply::Usage(Usage::new(100, 20))),
+    );
     run_tasks().await;
     assert_eq!(snapshot(&budget, SONNET4).reserved_tokens, 600);
     h.await.unwrap().unwrap();
@@ -589,22 +653,31 @@ pub async fn missing_usage_keeps_and_streams_settle_when_they_end<St: BudgetStor
         .build_with_store(store)
         .unwrap();
     let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
-    send(&mut svc, MockRequest::new(NOVA, 0, 100, 400).reply(Reply::NoUsage))
-        .await
-        .unwrap();
+    send(
+        &mut svc,
+        MockRequest::new(NOVA, 0, 100, 400).reply(Reply::NoUsage),
+    )
+    .await
+    .unwrap();
     let s = snapshot(&budget, NOVA);
     assert_eq!((s.tokens, s.reserved_tokens), (500, 0));
-    let stream = send(&mut svc, MockRequest::new(NOVA, 1, 100, 400).reply(Reply::Stream(Usage::new(100, 7))))
-        .await
-        .unwrap();
+    let stream = send(
+        &mut svc,
+        MockRequest::new(NOVA, 1, 100, 400).reply(Reply::Stream(Usage::new(100, 7))),
+    )
+    .await
+    .unwrap();
     let s = snapshot(&budget, NOVA);
     assert_eq!((s.tokens, s.reserved_tokens), (1000, 500));
     stream.finish();
     let s = snapshot(&budget, NOVA);
     assert_eq!((s.tokens, s.reserved_tokens), (607, 0));
-    let broken = send(&mut svc, MockRequest::new(NOVA, 2, 100, 400).reply(Reply::Stream(Usage::new(1, 1))))
-        .await
-        .unwrap();
+    let broken = send(
+        &mut svc,
+        MockRequest::new(NOVA, 2, 100, 400).reply(Reply::Stream(Usage::new(1, 1))),
+    )
+    .await
+    .unwrap();
     drop(broken);
     let s = snapshot(&budget, NOVA);
     assert_eq!((s.tokens, s.reserved_tokens), (1107, 0));
@@ -619,7 +692,9 @@ pub async fn errors_refund_or_keep_by_class<St: BudgetStore>(store: St) {
         .fixed_limits()
         .build_with_store(store)
         .unwrap();
-    let mut svc = budget.layer().layer(MockBedrock::new(Duration::from_millis(10)));
+    let mut svc = budget
+        .layer()
+        .layer(MockBedrock::new(Duration::from_millis(10)));
     let cases = [
         (ErrorClass::Local(LocalRejection::CircuitOpen), false),
         (ErrorClass::Throttled(ThrottleKind::TokenRate), false),
@@ -635,9 +710,12 @@ pub async fn errors_refund_or_keep_by_class<St: BudgetStore>(store: St) {
     ];
     let mut expected = Charge::ZERO;
     for (i, (class, kept)) in cases.into_iter().enumerate() {
-        let err = send(&mut svc, MockRequest::new(NOVA, i as u64, 100, 100).reply(Reply::Fail(class)))
-            .await
-            .unwrap_err();
+        let err = send(
+            &mut svc,
+            MockRequest::new(NOVA, i as u64, 100, 100).reply(Reply::Fail(class)),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.class(), class, "errors pass through unchanged");
         assert!(err.inner().is_some(), "the inner error is kept");
         if kept {
@@ -645,7 +723,11 @@ pub async fn errors_refund_or_keep_by_class<St: BudgetStore>(store: St) {
             expected.requests += 1;
         }
         let s = snapshot(&budget, NOVA);
-        assert_eq!((s.tokens, s.requests), (expected.tokens, expected.requests), "{class}");
+        assert_eq!(
+            (s.tokens, s.requests),
+            (expected.tokens, expected.requests),
+            "{class}"
+        );
         assert_eq!(s.reserved_tokens, 0);
     }
 }
@@ -683,7 +765,10 @@ pub async fn cancellation_leaks_nothing<St: BudgetStore>(store: St) {
     inflight.abort();
     run_tasks().await;
     let s = snapshot(&budget, NOVA);
-    assert_eq!((s.tokens, s.reserved_tokens, s.reserved_requests), (1000, 0, 0));
+    assert_eq!(
+        (s.tokens, s.reserved_tokens, s.reserved_requests),
+        (1000, 0, 0)
+    );
     // The remaining waiter is admitted when the window moves, not stuck
     // behind the dropped ones.
     let resp = last.await.unwrap().expect("the last waiter is admitted");
@@ -691,13 +776,19 @@ pub async fn cancellation_leaks_nothing<St: BudgetStore>(store: St) {
     let ids: Vec<u64> = mock.calls().iter().map(|c| c.id).collect();
     assert_eq!(ids, vec![0, 3]);
     // A stream dropped after its response keeps its reservation.
-    let stream = send(&mut svc, MockRequest::new(NOVA, 4, 100, 100).reply(Reply::Stream(Usage::new(1, 1))))
-        .await
-        .unwrap();
+    let stream = send(
+        &mut svc,
+        MockRequest::new(NOVA, 4, 100, 100).reply(Reply::Stream(Usage::new(1, 1))),
+    )
+    .await
+    .unwrap();
     drop(stream);
     sleep(Duration::from_secs(200)).await;
     let s = snapshot(&budget, NOVA);
-    assert_eq!((s.reserved_tokens, s.reserved_requests, s.waiting), (0, 0, 0));
+    assert_eq!(
+        (s.reserved_tokens, s.reserved_requests, s.waiting),
+        (0, 0, 0)
+    );
     assert_eq!(s.tokens, 0, "everything left the window");
 }
 
@@ -711,13 +802,18 @@ pub async fn fifo_order<St: BudgetStore>(store: St) {
         .unwrap();
     let mock = MockBedrock::new(Duration::from_secs(1));
     let mut svc = budget.layer().layer(mock.clone());
-    send(&mut svc, MockRequest::new(NOVA, 0, 700, 0)).await.unwrap();
+    send(&mut svc, MockRequest::new(NOVA, 0, 700, 0))
+        .await
+        .unwrap();
     // 300 left: 1 needs 800 and must wait for the window; 2..=5 would fit
     // now but queue behind it.
     let sizes = [800, 100, 100, 300, 200];
     let mut handles = Vec::new();
     for (i, size) in sizes.into_iter().enumerate() {
-        handles.push(spawn(&mut svc, MockRequest::new(NOVA, i as u64 + 1, size, 0)));
+        handles.push(spawn(
+            &mut svc,
+            MockRequest::new(NOVA, i as u64 + 1, size, 0),
+        ));
         run_tasks().await;
     }
     for h in handles {
@@ -740,7 +836,9 @@ pub async fn max_wait_sheds_with_retry_after<St: BudgetStore>(store: St) {
     let mock = MockBedrock::new(Duration::ZERO);
     let mut svc = budget.layer().layer(mock.clone());
     let t0 = Instant::now();
-    send(&mut svc, MockRequest::new(NOVA, 0, 1000, 0)).await.unwrap();
+    send(&mut svc, MockRequest::new(NOVA, 0, 1000, 0))
+        .await
+        .unwrap();
     let report = CallReport::new();
     let mut req = MockRequest::new(NOVA, 1, 10, 0);
     req.report = Some(report.clone());
@@ -759,7 +857,10 @@ pub async fn max_wait_sheds_with_retry_after<St: BudgetStore>(store: St) {
     send(&mut svc, req).await.unwrap();
     assert_eq!(report.summary().budget_wait, Duration::from_secs(2) + g);
     let s = snapshot(&budget, NOVA);
-    assert_eq!((s.waiting, s.tenants[0].waits, s.tenants[0].sheds), (0, 2, 1));
+    assert_eq!(
+        (s.waiting, s.tenants[0].waits, s.tenants[0].sheds),
+        (0, 2, 1)
+    );
 }
 
 /// A request larger than the whole window (or day) fails at once, without
@@ -775,15 +876,21 @@ pub async fn oversized_request_fails_at_once<St: BudgetStore>(store: St) {
     let mock = MockBedrock::new(Duration::ZERO);
     let mut svc = budget.layer().layer(mock.clone());
     let t0 = Instant::now();
-    let err = send(&mut svc, MockRequest::new(NOVA, 0, 500, 501)).await.unwrap_err();
+    let err = send(&mut svc, MockRequest::new(NOVA, 0, 500, 501))
+        .await
+        .unwrap_err();
     assert_eq!(local(&err), Some(LocalRejection::RequestTooLarge));
     assert_eq!(err.rejection().and_then(|r| r.key()), Some(NOVA));
     // Larger than the day limit of this key (100 + 200 x 5 = 1100 > 800).
-    let err = send(&mut svc, MockRequest::new(SONNET4, 1, 100, 200)).await.unwrap_err();
+    let err = send(&mut svc, MockRequest::new(SONNET4, 1, 100, 200))
+        .await
+        .unwrap_err();
     assert_eq!(local(&err), Some(LocalRejection::RequestTooLarge));
     assert_eq!(t0.elapsed(), Duration::ZERO);
     assert!(mock.calls().is_empty());
-    send(&mut svc, MockRequest::new(NOVA, 2, 500, 500)).await.expect("exactly the limit fits");
+    send(&mut svc, MockRequest::new(NOVA, 2, 500, 500))
+        .await
+        .expect("exactly the limit fits");
 }
 
 /// Request limits (RPM) and tokens per day are enforced like tokens.
@@ -799,16 +906,23 @@ pub async fn request_and_day_limits<St: BudgetStore>(store: St) {
     assert_eq!(budget.spec().day, Duration::from_secs(1440));
     let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
     for id in 0..3 {
-        send(&mut svc, MockRequest::new(NOVA, id, 1, 0)).await.unwrap();
+        send(&mut svc, MockRequest::new(NOVA, id, 1, 0))
+            .await
+            .unwrap();
     }
-    let err = send(&mut svc, MockRequest::new(NOVA, 3, 1, 0)).await.unwrap_err();
+    let err = send(&mut svc, MockRequest::new(NOVA, 3, 1, 0))
+        .await
+        .unwrap_err();
     assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
     let mut id = 10;
     let mut admitted = 3;
     for _ in 0..4 {
         sleep(Duration::from_secs(2)).await;
         id += 1;
-        if send(&mut svc, MockRequest::new(NOVA, id, 999, 0)).await.is_ok() {
+        if send(&mut svc, MockRequest::new(NOVA, id, 999, 0))
+            .await
+            .is_ok()
+        {
             admitted += 999;
         }
     }
@@ -830,8 +944,16 @@ pub async fn tenant_fairness<St: BudgetStore>(store: St) {
         .build_with_store(store)
         .unwrap();
     let mock = MockBedrock::new(Duration::from_millis(500));
-    let quiet = budget.tenant("quiet", 1).unwrap().layer().layer(mock.clone());
-    let noisy = budget.tenant("noisy", 1).unwrap().layer().layer(mock.clone());
+    let quiet = budget
+        .tenant("quiet", 1)
+        .unwrap()
+        .layer()
+        .layer(mock.clone());
+    let noisy = budget
+        .tenant("noisy", 1)
+        .unwrap()
+        .layer()
+        .layer(mock.clone());
     let minutes = 10u64;
     let t0 = Instant::now();
     // Quiet: 20 rpm (a third of the quota, below its half share); noisy: 200 rpm.
@@ -842,7 +964,10 @@ pub async fn tenant_fairness<St: BudgetStore>(store: St) {
     // Ignore the first window: the noisy tenant may fill it before the
     // quiet one shows up (nothing is taken back once admitted).
     let after_first = |r: &[(Instant, bool)]| {
-        let v: Vec<_> = r.iter().filter(|(at, _)| *at >= t0 + Duration::from_secs(60)).collect();
+        let v: Vec<_> = r
+            .iter()
+            .filter(|(at, _)| *at >= t0 + Duration::from_secs(60))
+            .collect();
         (v.len(), v.iter().filter(|(_, ok)| *ok).count())
     };
     let (q_sent, q_ok) = after_first(&quiet_results);
@@ -853,8 +978,14 @@ pub async fn tenant_fairness<St: BudgetStore>(store: St) {
     );
     let total = (q_ok + n_ok) as f64;
     let quota = (rpm * (minutes - 1)) as f64;
-    assert!(total >= 0.97 * quota && total <= quota + rpm as f64, "used {total} of {quota}");
-    assert!(n_ok as f64 >= quota - q_sent as f64 - 0.03 * quota, "noisy got {n_ok}");
+    assert!(
+        total >= 0.97 * quota && total <= quota + rpm as f64,
+        "used {total} of {quota}"
+    );
+    assert!(
+        n_ok as f64 >= quota - q_sent as f64 - 0.03 * quota,
+        "noisy got {n_ok}"
+    );
     let s = snapshot(&budget, NOVA);
     let share = |name: &str| s.tenants.iter().find(|t| t.name == name).unwrap().clone();
     assert!(share("noisy").sheds > 0 && share("quiet").admitted_requests > 0);
@@ -901,7 +1032,9 @@ pub async fn priority_classes<St: BudgetStore>(store: St) {
     let interactive = budget.tenant("interactive", 1).unwrap();
     let mut b = batch.layer().layer(mock.clone());
     let mut i = interactive.layer().layer(mock.clone());
-    send(&mut b, MockRequest::new(NOVA, 0, 1000, 0)).await.unwrap();
+    send(&mut b, MockRequest::new(NOVA, 0, 1000, 0))
+        .await
+        .unwrap();
     let mut handles = Vec::new();
     for id in 1..=3 {
         handles.push(spawn(&mut b, MockRequest::new(NOVA, id, 400, 0)));
@@ -933,9 +1066,17 @@ pub async fn clones_share_state<St: BudgetStore>(store: St) {
     let mut a = layer.clone().layer(MockBedrock::new(Duration::ZERO));
     let mut b = a.clone();
     let mut c = budget.layer().layer(MockBedrock::new(Duration::ZERO));
-    send(&mut a, MockRequest::new(NOVA, 0, 400, 0)).await.unwrap();
-    send(&mut b, MockRequest::new(NOVA, 1, 400, 0)).await.unwrap();
-    assert!(send(&mut c, MockRequest::new(NOVA, 2, 400, 0)).await.is_err());
+    send(&mut a, MockRequest::new(NOVA, 0, 400, 0))
+        .await
+        .unwrap();
+    send(&mut b, MockRequest::new(NOVA, 1, 400, 0))
+        .await
+        .unwrap();
+    assert!(
+        send(&mut c, MockRequest::new(NOVA, 2, 400, 0))
+            .await
+            .is_err()
+    );
     let clone = budget.clone();
     assert_eq!(snapshot(&clone, NOVA).tokens, 800);
 }
@@ -1010,7 +1151,13 @@ pub async fn seed_scenario<St: BudgetStore>(store: St) {
     for (i, (name, rpm)) in [("A", 75u64), ("B", 50), ("C", 50)].into_iter().enumerate() {
         let svc = budget.tenant(name, 1).unwrap().layer().layer(mock.clone());
         let jitter = Duration::from_millis(rng.u64(0..500));
-        apps.push(tokio::spawn(drive_app(svc, rpm, minutes, (i as u64) << 32, jitter)));
+        apps.push(tokio::spawn(drive_app(
+            svc,
+            rpm,
+            minutes,
+            (i as u64) << 32,
+            jitter,
+        )));
     }
     for a in apps {
         a.await.unwrap();
@@ -1043,7 +1190,10 @@ pub async fn seed_scenario<St: BudgetStore>(store: St) {
     for name in ["B", "C"] {
         assert!(admitted(name) as f64 >= 0.97 * 500.0, "{report}");
     }
-    assert!(admitted("A") as f64 >= 0.93 * 500.0 && admitted("A") <= 560, "{report}");
+    assert!(
+        admitted("A") as f64 >= 0.93 * 500.0 && admitted("A") <= 560,
+        "{report}"
+    );
 }
 
 async fn drive_app<St: BudgetStore>(

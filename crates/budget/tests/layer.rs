@@ -32,14 +32,21 @@ fn bad_configuration_fails_when_built() {
     // 60 s / 7 is not a whole number of nanoseconds.
     assert!(matches!(
         ok().sub_windows(7).build(),
-        Err(BuildError::BadSubWindows { window: "window", .. })
+        Err(BuildError::BadSubWindows {
+            window: "window",
+            ..
+        })
     ));
     assert!(matches!(
         ok().requests_per_window(0).build(),
-        Err(BuildError::ZeroLimit { window: "requests", .. })
+        Err(BuildError::ZeroLimit {
+            window: "requests",
+            ..
+        })
     ));
     assert!(matches!(
-        ok().key_limits("m", Limits::tokens(10).with_day_tokens(0)).build(),
+        ok().key_limits("m", Limits::tokens(10).with_day_tokens(0))
+            .build(),
         Err(BuildError::ZeroLimit { window: "day", .. })
     ));
     assert_eq!(
@@ -140,7 +147,9 @@ fn burndown_and_output_defaults_are_configurable() {
             .max_output_tokens_for("amazon.", 1000)
             .build()
             .unwrap();
-        let mut svc = budget.layer().layer(MockBedrock::new(Duration::from_secs(1)));
+        let mut svc = budget
+            .layer()
+            .layer(MockBedrock::new(Duration::from_secs(1)));
         let mut req = MockRequest::new(NOVA, 0, 10, 0);
         req.max_tokens = None;
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
