@@ -170,6 +170,14 @@ pub(crate) struct Breaker {
     inner: Mutex<Inner>,
 }
 
+/// `at + d`, or about 30 years after `at` if that overflows: an absurd
+/// configured duration must not panic.
+fn saturating_add(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(86_400 * 365 * 30)))
+        .unwrap_or(at)
+}
+
 /// Why a call was refused.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Refusal {
@@ -283,7 +291,12 @@ impl Breaker {
             (Some(c), Some(d))
                 if c.class == ErrorClass::Throttled(ThrottleKind::ModelOverloaded) =>
             {
-                Some(c.retry_after.map_or(d, |hint| hint.max(d)))
+                // A server hint longer than the configured time wins, up to
+                // the open-duration cap.
+                Some(
+                    c.retry_after
+                        .map_or(d, |hint| hint.min(config.open_max).max(d)),
+                )
             }
             _ => None,
         };
@@ -373,7 +386,7 @@ impl Breaker {
     fn trip(&self, st: &mut Inner, now: Instant, duration: Option<Duration>, reason: &'static str) {
         st.trips = st.trips.saturating_add(1);
         let d = duration.unwrap_or_else(|| self.shared.open_duration(st.trips));
-        st.open_until = now + d;
+        st.open_until = saturating_add(now, d);
         st.held = false;
         if st.state == CircuitState::Open {
             // Already open (an operator's hold being replaced): new epoch,

@@ -331,7 +331,7 @@ impl<K> CircuitBreakBuilder<K> {
 
     /// Opens the breaker at once when the model answers "overloaded"
     /// (`Throttled(ModelOverloaded)`), for `duration` or the error's retry
-    /// hint when longer.
+    /// hint when longer (a hint is capped at the maximum open duration).
     pub fn open_on_overload(mut self, duration: Duration) -> Self {
         self.config.overload_open = Some(duration);
         self

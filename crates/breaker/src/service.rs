@@ -19,8 +19,10 @@ use crate::registry::Registry;
 ///   call goes to the inner service and its outcome is counted. Open, or
 ///   half-open with every probe slot taken: the call returns at once with
 ///   `S::Error::from(Rejection)` of kind [`LocalRejection::CircuitOpen`],
-///   carrying the key and the time until the breaker probes again, and the
-///   inner service is not touched.
+///   carrying the key and a retry hint, and the inner service is not
+///   touched. The hint is the time until the breaker lets probes through
+///   (open), the configured busy hint (half-open, slots taken), or absent
+///   (forced open by an operator).
 ///
 /// Clones share the breakers.
 #[derive(Debug, Clone)]

@@ -787,3 +787,48 @@ async fn a_service_does_not_keep_using_a_dropped_breaker() {
     assert_eq!(state(&h, "a"), CircuitState::Closed);
     drop(in_flight);
 }
+
+#[tokio::test(start_paused = true)]
+async fn absurd_durations_do_not_panic() {
+    let (mut svc, _mock, h) = build(
+        CircuitBreakLayer::builder()
+            .disable_failure_rate()
+            .consecutive_failures(1)
+            .open_duration(Duration::MAX)
+            .max_open_duration(Duration::MAX)
+            .open_on_overload(secs(1)),
+    );
+    fail_n(&mut svc, "m", UNAVAILABLE, 1).await;
+    assert!(h.get("m").unwrap().retry_after.unwrap() > secs(86_400 * 365));
+    // A huge server hint on an overload is capped at the maximum.
+    let e = send(&mut svc, "n", Answer::FailHint(OVERLOADED, Duration::MAX))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), OVERLOADED);
+    assert!(is_circuit_open(
+        &send(&mut svc, "n", Answer::Ok).await.unwrap_err()
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overload_hint_is_capped_at_the_max_open_duration() {
+    let (mut svc, _mock, h) = build(
+        CircuitBreakLayer::builder()
+            .max_open_duration(secs(60))
+            .open_on_overload(secs(10)),
+    );
+    send(&mut svc, "m", Answer::FailHint(OVERLOADED, secs(3600)))
+        .await
+        .unwrap_err();
+    assert_eq!(h.get("m").unwrap().retry_after, Some(secs(60)));
+}
+
+#[test]
+fn types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<CircuitBreakLayer>();
+    send_sync::<CircuitBreakHandle>();
+    send_sync::<CircuitBreak<Mock>>();
+    send::<tower_bedrock_breaker::future::ResponseFuture<<Mock as Service<Req>>::Future, Error>>();
+}
