@@ -112,9 +112,10 @@
 //!
 //! # Testing another store
 //!
-//! With the `testing` feature, [`testing`](crate::testing) holds the
-//! behavioural test suite of this crate as functions generic over the store,
-//! and the [`budget_store_tests!`] macro generates a `#[test]` for each:
+//! With the `testing` feature, the `testing` module holds the behavioural
+//! test suite of this crate as functions generic over the store (with its
+//! mocks), and the `budget_store_tests!` macro generates a `#[test]` for
+//! each:
 //!
 //! ```no_run
 //! # #[cfg(feature = "testing")]
