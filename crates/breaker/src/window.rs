@@ -238,4 +238,71 @@ mod tests {
         // Long after, nothing is left.
         assert_eq!(w.totals(base + s(60)), Totals::default());
     }
+
+    proptest::proptest! {
+        // A fixed seed: the same cases on every run.
+        #![proptest_config(proptest::test_runner::Config {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6272_6b72),
+            cases: 512,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// The ring's running totals always equal a recount of the last
+        /// `n` calls.
+        #[test]
+        fn count_window_matches_a_recount(
+            n in 1u32..16,
+            calls in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY), 0..64),
+        ) {
+            let now = Instant::now();
+            let mut w = Window::new(WindowConfig::Count(n), now);
+            for (i, &(failed, slow)) in calls.iter().enumerate() {
+                w.record(now, failed, slow);
+                let start = (i + 1).saturating_sub(n as usize);
+                let last = &calls[start..=i];
+                let expected = Totals {
+                    calls: last.len() as u32,
+                    failures: last.iter().filter(|c| c.0).count() as u32,
+                    slow: last.iter().filter(|c| c.1).count() as u32,
+                };
+                proptest::prop_assert_eq!(w.totals(now), expected);
+            }
+        }
+
+        /// The buckets always equal a recount of the calls made within the
+        /// last `buckets` bucket widths.
+        #[test]
+        fn time_window_matches_a_recount(
+            buckets in 1u32..8,
+            calls in proptest::collection::vec((0u64..3000, proptest::bool::ANY), 0..64),
+        ) {
+            let base = Instant::now();
+            let width = Duration::from_millis(100);
+            let mut w = Window::new(WindowConfig::Time { width, buckets }, base);
+            let mut t = 0u64;
+            let mut seen: Vec<(u64, bool)> = Vec::new();
+            for &(step, failed) in &calls {
+                t += step;
+                let now = base + Duration::from_millis(t);
+                w.record(now, failed, false);
+                seen.push((t / 100, failed));
+                // Read now and at every later bucket until all have left.
+                for later in 0..=u64::from(buckets) {
+                    let at = t + later * 100;
+                    let current = at / 100;
+                    let live: Vec<_> = seen
+                        .iter()
+                        .filter(|(b, _)| current - b < u64::from(buckets))
+                        .collect();
+                    let totals = w.totals(base + Duration::from_millis(at));
+                    proptest::prop_assert_eq!(totals.calls as usize, live.len());
+                    proptest::prop_assert_eq!(
+                        totals.failures as usize,
+                        live.iter().filter(|(_, f)| *f).count()
+                    );
+                }
+            }
+        }
+    }
 }
