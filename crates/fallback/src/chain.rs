@@ -1,6 +1,7 @@
 //! Targets and chains of targets.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
@@ -242,8 +243,12 @@ impl<Req> Chain<Req> {
 }
 
 /// What the layer remembers of a target whose breaker said it is open.
+///
+/// `armed` lets the common case (nothing remembered) skip both the lock
+/// and the clock read.
 #[derive(Debug, Default)]
 pub(crate) struct OpenMemo {
+    armed: AtomicBool,
     until: Mutex<Option<Instant>>,
 }
 
@@ -252,13 +257,18 @@ impl OpenMemo {
         self.until.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the target is known open at `now`.
-    pub(crate) fn is_open(&self, now: Instant) -> bool {
+    /// Whether the target is known open now.
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        if !self.armed.load(Ordering::Acquire) {
+            return false;
+        }
         let mut g = self.lock();
         match *g {
-            Some(until) if now < until => true,
+            Some(until) if Instant::now() < until => true,
             Some(_) => {
                 *g = None;
+                self.armed.store(false, Ordering::Release);
                 false
             }
             None => false,
@@ -272,5 +282,6 @@ impl OpenMemo {
         if g.is_none_or(|u| u < until) {
             *g = Some(until);
         }
+        self.armed.store(true, Ordering::Release);
     }
 }

@@ -319,9 +319,8 @@ where
         if !self.routes.remember_open {
             return;
         }
-        let now = Instant::now();
         let len = self.routes.chain(self.chain).len();
-        while self.pos + 1 < len && self.routes.chain(self.chain)[self.pos].memo.is_open(now) {
+        while self.pos + 1 < len && self.routes.chain(self.chain)[self.pos].memo.is_open() {
             let class = ErrorClass::Local(LocalRejection::CircuitOpen);
             self.record_failure(class);
             self.advance(class, true);

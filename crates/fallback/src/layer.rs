@@ -15,6 +15,10 @@ use crate::profile::Boundary;
 use crate::service::ModelFallback;
 use crate::triggers::Triggers;
 
+/// Up to this many keyed chains, a request's chain is found by comparing
+/// ids in turn rather than through the map.
+const LINEAR_LOOKUP_MAX: usize = 16;
+
 /// One target of a built chain, with its shared open-circuit memo.
 pub(crate) struct Slot<Req> {
     pub(crate) target: Target<Req>,
@@ -35,10 +39,16 @@ impl<Req> Routes<Req> {
     /// The chain a request for `model_id` uses, if any.
     #[inline]
     pub(crate) fn find(&self, model_id: &str) -> Option<usize> {
-        match self.by_primary.get(model_id) {
-            Some(i) => Some(*i),
-            None => self.default,
-        }
+        let keyed = self.by_primary.len();
+        let found = if keyed <= LINEAR_LOOKUP_MAX {
+            // A few string comparisons beat hashing the id.
+            self.chains[..keyed]
+                .iter()
+                .position(|c| c[0].target.id() == model_id)
+        } else {
+            self.by_primary.get(model_id).copied()
+        };
+        found.or(self.default)
     }
 
     #[inline]

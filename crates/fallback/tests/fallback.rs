@@ -611,3 +611,31 @@ async fn readiness_errors_of_a_fallback_target_count_as_its_failure() {
         tried(&[(A, OVERLOADED), (B, SERVICE)])
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn many_chains_route_by_their_primary() {
+    // More chains than the linear lookup handles: the map is used.
+    let mut builder = ModelFallbackLayer::builder();
+    for i in 0..40 {
+        builder = builder.chain(Chain::of([
+            format!("m.primary-{i}"),
+            format!("m.backup-{i}"),
+        ]));
+    }
+    let svc = builder.build().unwrap().layer(Mock::new());
+    let mock = svc.get_ref().clone();
+    mock.script("m.primary-33", Behaviour::fail(OVERLOADED));
+    assert_eq!(
+        svc.clone().oneshot(Ask::new("m.primary-33")).await.unwrap(),
+        "m.backup-33"
+    );
+    assert_eq!(
+        svc.clone().oneshot(Ask::new("m.primary-7")).await.unwrap(),
+        "m.primary-7"
+    );
+    assert_eq!(svc.oneshot(Ask::new("m.other")).await.unwrap(), "m.other");
+    assert_eq!(
+        mock.called(),
+        ["m.primary-33", "m.backup-33", "m.primary-7", "m.other"]
+    );
+}
