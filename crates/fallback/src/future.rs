@@ -87,7 +87,7 @@ where
     Req: ModelRequest + Clone,
     M: ResponseMode<S::Response, S::Error>,
 {
-    type Output = Result<S::Response, S::Error>;
+    type Output = Result<M::Output, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -97,8 +97,7 @@ where
                     Ok(mut resp) => match M::poll_served(&mut resp, cx) {
                         Poll::Ready(Ok(())) => {
                             this.state.set(State::Done);
-                            this.attempts.served();
-                            return Poll::Ready(Ok(resp));
+                            return Poll::Ready(Ok(this.attempts.served::<M, _, _>(resp)));
                         }
                         Poll::Ready(Err(e)) => e,
                         Poll::Pending => {
@@ -114,8 +113,7 @@ where
                         Ok(()) => {
                             let resp = resp.take().expect("checked above");
                             this.state.set(State::Done);
-                            this.attempts.served();
-                            return Poll::Ready(Ok(resp));
+                            return Poll::Ready(Ok(this.attempts.served::<M, _, _>(resp)));
                         }
                         Err(e) => e,
                     }
@@ -215,9 +213,21 @@ where
             .request()
     }
 
-    fn served(&mut self) {
-        if let Some(run) = &mut self.run {
-            run.served();
+    /// The response of the current target counts as served.
+    fn served<M, R, Err>(&mut self, resp: R) -> M::Output
+    where
+        M: ResponseMode<R, Err>,
+    {
+        // Nothing more to call.
+        self.svc = None;
+        match &mut self.run {
+            Some(run) => {
+                run.served();
+                let tried = std::mem::take(&mut run.tried);
+                let id = run.routes.chain(run.chain)[run.pos].target.shared_id();
+                M::output(resp, Some(id), tried)
+            }
+            None => M::output(resp, None, Vec::new()),
         }
     }
 

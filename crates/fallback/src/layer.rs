@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use crate::chain::{Chain, OpenMemo, Target};
 use crate::error::BuildError;
-use crate::mode::{Streaming, Unary};
+use crate::mode::{Streaming, Tagged, Unary};
 use crate::profile::Boundary;
 use crate::service::ModelFallback;
 use crate::triggers::Triggers;
@@ -288,6 +288,19 @@ impl<Req> ModelFallbackLayer<Req> {
     /// only once its first event arrived, so a stream failing before it
     /// falls back (see [`stream`](crate::stream)).
     pub fn streaming(self) -> ModelFallbackLayer<Req, Streaming> {
+        ModelFallbackLayer {
+            routes: self.routes,
+            _mode: PhantomData,
+        }
+    }
+}
+
+impl<Req, M> ModelFallbackLayer<Req, M> {
+    /// The same layer, with every response wrapped in
+    /// [`Served`](crate::Served): the served target and the targets tried
+    /// before, readable from the response itself. Works with both modes
+    /// (`layer.streaming().tagged()`).
+    pub fn tagged(self) -> ModelFallbackLayer<Req, Tagged<M>> {
         ModelFallbackLayer {
             routes: self.routes,
             _mode: PhantomData,

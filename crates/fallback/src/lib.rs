@@ -43,6 +43,10 @@
 //!   (`record_tried`, with its class) and the target that served
 //!   (`record_served_by`); [`CallSummary::degraded`](tower_bedrock_core::CallSummary::degraded)
 //!   tells a fallback answer apart.
+//! - Or, with [`ModelFallbackLayer::tagged`], from the response itself:
+//!   each response comes wrapped in [`Served`] (the served target and the
+//!   targets tried before). This changes the response type, so it is for
+//!   callers who ask for it.
 //! - On errors: every failed target is appended to the error's
 //!   [`ErrorContext::tried`](tower_bedrock_core::ErrorContext), when the
 //!   error type keeps a context (`ClassifiedError` does).
@@ -192,6 +196,6 @@ pub use chain::{Chain, Target};
 pub use error::BuildError;
 pub use future::ResponseFuture;
 pub use layer::{ModelFallbackBuilder, ModelFallbackLayer};
-pub use mode::{ResponseMode, Streaming, Unary};
+pub use mode::{ResponseMode, Served, Streaming, Tagged, Unary};
 pub use service::ModelFallback;
 pub use triggers::Triggers;

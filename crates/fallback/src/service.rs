@@ -73,7 +73,7 @@ where
     Req: ModelRequest + Clone,
     M: ResponseMode<S::Response, S::Error>,
 {
-    type Response = S::Response;
+    type Response = M::Output;
     type Error = S::Error;
     type Future = ResponseFuture<S, Req, M>;
 

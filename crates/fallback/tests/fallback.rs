@@ -639,3 +639,25 @@ async fn many_chains_route_by_their_primary() {
         ["m.primary-33", "m.backup-33", "m.primary-7", "m.other"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn tagged_responses_carry_the_served_target() {
+    let mock = Mock::new();
+    mock.script(A, Behaviour::fail(OVERLOADED));
+    let svc = abc().tagged().layer(mock.clone());
+    let served = svc.clone().oneshot(Ask::new(A)).await.unwrap();
+    assert_eq!(served.response, B);
+    assert_eq!(served.served_by.as_deref(), Some(B));
+    assert_eq!(served.tried, tried(&[(A, OVERLOADED)]));
+    assert!(served.degraded());
+
+    mock.script(A, Behaviour::ok());
+    let served = svc.clone().oneshot(Ask::new(A)).await.unwrap();
+    assert_eq!(served.served_by.as_deref(), Some(A));
+    assert!(!served.degraded());
+
+    // A request that matched no chain passed through.
+    let served = svc.oneshot(Ask::new("amazon.nova-pro-v1:0")).await.unwrap();
+    assert_eq!(served.served_by, None);
+    assert_eq!(served.into_inner(), "amazon.nova-pro-v1:0");
+}

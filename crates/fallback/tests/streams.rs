@@ -242,3 +242,19 @@ async fn dropping_the_future_while_awaiting_the_first_event_drops_the_stream() {
     drop(task);
     assert_eq!(streams.live.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn tagged_streams_carry_the_served_target() {
+    let streams = Streams::new();
+    streams.script(A, vec![(0, Err(OVERLOADED))]);
+    streams.script(B, vec![(0, ev("b1"))]);
+    let served = layer()
+        .tagged()
+        .layer(streams.service())
+        .oneshot(Ask::new(A))
+        .await
+        .unwrap();
+    assert_eq!(served.served_by.as_deref(), Some(B));
+    assert_eq!(served.tried.len(), 1);
+    assert_eq!(collect(served.response).await, [Ok("b1".into())]);
+}
