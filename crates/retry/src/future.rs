@@ -45,11 +45,11 @@ pin_project! {
     enum State<F> {
         // An attempt is in flight.
         Calling { #[pin] future: F },
-        // Sleeping before a retry.
-        Waiting { #[pin] sleep: Sleep },
+        // Sleeping before a retry (the timer is in `Retrying`).
+        Waiting,
         // Waiting for the inner service to be ready for a retry, bounded by
-        // the deadline.
-        Readying { #[pin] deadline: Option<Sleep> },
+        // the deadline (the timer is in `Retrying`).
+        Readying,
         // Refused before the first attempt; the error is in `last_error`.
         Refused,
         // Finished.
@@ -64,8 +64,8 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Calling { .. } => "calling",
-            State::Waiting { .. } => "waiting",
-            State::Readying { .. } => "readying",
+            State::Waiting => "waiting",
+            State::Readying => "readying",
             State::Refused => "refused",
             State::Done => "done",
         };
@@ -125,9 +125,8 @@ where
                     Err(mut error) => match this.retry.decide(&error) {
                         Decision::Retry(wait) => {
                             *this.last_error = Some(error);
-                            this.state.set(State::Waiting {
-                                sleep: tokio::time::sleep(wait),
-                            });
+                            this.retry.arm(Instant::now() + wait);
+                            this.state.set(State::Waiting);
                         }
                         Decision::Stop(stop) => {
                             this.retry.mark(&mut error, Some(stop));
@@ -140,12 +139,14 @@ where
                         }
                     },
                 },
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
-                    let deadline = this.retry.deadline.map(tokio::time::sleep_until);
-                    this.state.set(State::Readying { deadline });
+                StateProj::Waiting => {
+                    ready!(this.retry.poll_timer(cx));
+                    if let Some(deadline) = this.retry.deadline {
+                        this.retry.arm(deadline);
+                    }
+                    this.state.set(State::Readying);
                 }
-                StateProj::Readying { deadline } => match this.service.poll_ready(cx) {
+                StateProj::Readying => match this.service.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         this.retry.record_attempt();
                         *this.last_error = None;
@@ -159,9 +160,7 @@ where
                         return Poll::Ready(Err(error));
                     }
                     Poll::Pending => {
-                        if let Some(deadline) = deadline.as_pin_mut()
-                            && deadline.poll(cx).is_ready()
-                        {
+                        if this.retry.deadline.is_some() && this.retry.poll_timer(cx).is_ready() {
                             this.retry.release();
                             let mut error = this.last_error.take().unwrap_or_else(|| {
                                 Rejection::new(LocalRejection::DeadlineExceeded).into()
@@ -198,23 +197,31 @@ pub(crate) enum Decision {
     PassThrough,
 }
 
-/// The retry bookkeeping of one call.
+/// The retry bookkeeping of one call. Kept small: what only retries need
+/// lives in [`Scratch`], allocated at the first retry decision, so the happy
+/// path moves few bytes and allocates nothing.
 pub(crate) struct Retrying {
     shared: Arc<Shared>,
     report: Option<CallReport>,
     deadline: Option<Instant>,
     /// Attempts sent so far.
     attempts: u32,
-    /// Retries scheduled so far, per class.
-    per_class: [u32; SLOTS],
-    /// Created at the first random draw of the call.
-    rng: Option<Rng>,
-    /// The previous exponential wait, for decorrelated jitter.
-    previous: Option<Duration>,
     /// Budget withdrawn for a retry not sent yet (given back on drop).
     held: u32,
     /// What the last retry sent cost (given back if it succeeds).
     last_cost: u32,
+    scratch: Option<Box<Scratch>>,
+    /// The timer of the waits and of the deadline while readying, reused.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Retry-only state of one call.
+struct Scratch {
+    /// Retries scheduled so far, per class.
+    per_class: [u32; SLOTS],
+    rng: Rng,
+    /// The previous exponential wait, for decorrelated jitter.
+    previous: Option<Duration>,
 }
 
 impl Retrying {
@@ -229,11 +236,25 @@ impl Retrying {
             report,
             deadline,
             attempts: 0,
-            per_class: [0; SLOTS],
-            rng: None,
-            previous: None,
             held: 0,
             last_cost: 0,
+            scratch: None,
+            timer: None,
+        }
+    }
+
+    /// Sets the timer to fire at `at`.
+    fn arm(&mut self, at: Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Ready(()),
         }
     }
 
@@ -287,25 +308,32 @@ impl Retrying {
         if !policy.retries() {
             return Decision::Stop(RetryStop::NotRetryable);
         }
-        let n = self.per_class[slot as usize];
+        let n = self
+            .scratch
+            .as_ref()
+            .map_or(0, |s| s.per_class[slot as usize]);
         if n >= policy.max_retries() || self.attempts >= shared.max_attempts {
             return Decision::Stop(RetryStop::MaxAttempts);
         }
-        let rng = self
-            .rng
-            .get_or_insert_with(|| Rng::with_seed(shared.next_seed()));
+        let scratch = self.scratch.get_or_insert_with(|| {
+            Box::new(Scratch {
+                per_class: [0; SLOTS],
+                rng: Rng::with_seed(shared.next_seed()),
+                previous: None,
+            })
+        });
         let wait = match (policy.honors_hint(), classification.retry_after) {
             (true, Some(hint)) => hint.clamp(shared.hint_min, shared.hint_max),
             _ => match policy.backoff() {
                 Backoff::QuotaWindow { offset, spread } => {
                     shared.clock.until_next_window(shared.window)
                         + offset
-                        + random_between(rng, Duration::ZERO, spread)
+                        + random_between(&mut scratch.rng, Duration::ZERO, spread)
                 }
                 Backoff::Exponential { base, cap, jitter } => {
-                    let previous = self.previous.unwrap_or(base);
-                    let wait = exponential_wait(base, cap, jitter, n, previous, rng);
-                    self.previous = Some(wait);
+                    let previous = scratch.previous.unwrap_or(base);
+                    let wait = exponential_wait(base, cap, jitter, n, previous, &mut scratch.rng);
+                    scratch.previous = Some(wait);
                     wait
                 }
             },
@@ -342,7 +370,7 @@ impl Retrying {
             return Decision::Stop(RetryStop::BudgetExhausted);
         }
         self.held = cost;
-        self.per_class[slot as usize] = n + 1;
+        scratch.per_class[slot as usize] = n + 1;
         metrics::counter!(names::RETRIES, "class" => class.label(), "kind" => class.kind_label())
             .increment(1);
         metrics::histogram!(names::RETRY_WAIT_SECONDS, "class" => class.label())

@@ -263,8 +263,8 @@ impl<O> QuotaAlignedRetryLayerBuilder<O> {
 
     /// Seeds the random draws, for reproducible waits (random by default).
     ///
-    /// Each call that needs a draw gets its own `fastrand::Rng`, created at
-    /// its first draw: the first such call uses `Rng::with_seed(seed)`, the
+    /// Each call that computes a wait gets its own `fastrand::Rng`, created
+    /// at its first wait computation: the first such call uses `Rng::with_seed(seed)`, the
     /// k-th (counting from 0) `Rng::with_seed(seed + k * 0x9E37_79B9_7F4A_7C15)`
     /// (wrapping). With one call at a time, or a single-threaded runtime
     /// under paused time, the waits are fully reproducible.
