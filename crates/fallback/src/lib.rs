@@ -16,9 +16,11 @@
 //! Outermost, above `QuotaAlignedRetry`, `CircuitBreak` and `TokenBudget`:
 //! it sees only what the retry layer could not fix, and every target's
 //! attempt passes through that target's breaker and budget. Moving to the
-//! next target does not restart anything of its own: the retry layer below
-//! runs its own cycle per target (its retry budget is shared, so a chain
-//! cannot multiply retries unboundedly).
+//! next target does not restart anything of its own. The retry layer below
+//! runs per target; the classes that trigger a fallback by default are ones
+//! it answers fast (local rejections are not retried, an overload is
+//! retried little if at all), so a chain does not wait out a full retry
+//! cycle on a dead primary before moving on.
 //!
 //! # When it falls back
 //!
