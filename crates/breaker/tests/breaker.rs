@@ -832,3 +832,47 @@ fn types_are_send_and_sync() {
     send_sync::<CircuitBreak<Mock>>();
     send::<tower_bedrock_breaker::future::ResponseFuture<<Mock as Service<Req>>::Future, Error>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn rules_combine_whichever_trips_first() {
+    // Failure rate over 10 calls at least, and 3 failures in a row.
+    let (mut svc, _mock, h) = build(
+        CircuitBreakLayer::builder()
+            .count_window(10)
+            .minimum_calls(10)
+            .failure_rate_threshold(0.5)
+            .consecutive_failures(3),
+    );
+    fail_n(&mut svc, "run", UNAVAILABLE, 3).await;
+    assert_eq!(state(&h, "run"), CircuitState::Open, "the run trips first");
+
+    // Never 3 failures in a row: F F S, three times (6 of 9 failed)...
+    for _ in 0..3 {
+        fail_n(&mut svc, "rate", UNAVAILABLE, 2).await;
+        ok_n(&mut svc, "rate", 1).await;
+    }
+    let s = h.get("rate").unwrap();
+    assert_eq!((s.state, s.calls, s.failures), (CircuitState::Closed, 9, 6));
+    // ...then the 10th call reaches the minimum: 7 of 10 failed.
+    fail_n(&mut svc, "rate", UNAVAILABLE, 1).await;
+    assert_eq!(state(&h, "rate"), CircuitState::Open, "the rate trips");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_decision_table_replaces_the_default() {
+    fn strict(class: ErrorClass) -> tower_bedrock_breaker::Outcome {
+        if class.is_client() || class.is_health_failure() {
+            tower_bedrock_breaker::Outcome::Failure
+        } else {
+            tower_bedrock_breaker::Outcome::Ignored
+        }
+    }
+    let (mut svc, _mock, h) = build(
+        CircuitBreakLayer::builder()
+            .disable_failure_rate()
+            .consecutive_failures(2)
+            .classify_with(strict),
+    );
+    fail_n(&mut svc, "m", ErrorClass::Client(ClientKind::NotFound), 2).await;
+    assert_eq!(state(&h, "m"), CircuitState::Open);
+}
