@@ -3,7 +3,7 @@
 //! working, and say so.
 //!
 //! [`ModelFallbackLayer`] wraps a service of requests implementing
-//! [`ModelRequest`]. Each [`Chain`] is an ordered list of [`Target`]s (a
+//! [`ModelRequest`](tower_bedrock_core::ModelRequest). Each [`Chain`] is an ordered list of [`Target`]s (a
 //! model id or inference profile id, with an optional rewrite of the
 //! request such as a smaller `max_tokens` for a smaller model). A request
 //! whose model id is a chain's primary (first) target is tried on each
@@ -41,7 +41,7 @@
 //!
 //! - Per call, without changing any response type: attach a
 //!   [`CallReport`](tower_bedrock_core::CallReport) to the request
-//!   ([`ModelRequest::report`]). The layer records each failed target
+//!   ([`ModelRequest::report`](tower_bedrock_core::ModelRequest::report)). The layer records each failed target
 //!   (`record_tried`, with its class) and the target that served
 //!   (`record_served_by`); [`CallSummary::degraded`](tower_bedrock_core::CallSummary::degraded)
 //!   tells a fallback answer apart.
