@@ -1,1 +1,117 @@
-//! Work in progress.
+//! `tower::Service` adapters over the official `aws-sdk-bedrockruntime`
+//! client, tuned for the tower-bedrock stack.
+//!
+//! - [`BedrockClientBuilder`]: one shared `aws_sdk_bedrockruntime::Client`
+//!   with SDK retries off (the retry layer owns retries), connect / read /
+//!   attempt / operation timeouts set, a sized connection pool with a hard
+//!   per-host cap ([`ConnectionCapLayer`]), region, endpoint override and
+//!   credentials;
+//! - [`BedrockService`]: the client as a `tower::Service` for Converse,
+//!   ConverseStream, InvokeModel, InvokeModelWithResponseStream and
+//!   CountTokens. Requests ([`ConverseRequest`]...) wrap the SDK's inputs and
+//!   implement [`ModelRequest`](tower_bedrock_core::ModelRequest) (model id,
+//!   [token demand](estimate), output cap, [`CallReport`](tower_bedrock_core::CallReport));
+//!   responses implement [`ReportsUsage`](tower_bedrock_core::ReportsUsage)
+//!   (Converse's usage, InvokeModel's token headers read by
+//!   [`TokenCountInterceptor`], the stream's final metadata event); errors
+//!   are the SDK's `SdkError`, for `ThrottleClassifyLayer` to classify;
+//! - [`BedrockStream`]: response streams with an idle timeout per event,
+//!   in-stream exceptions classified, usage reported exactly once at the
+//!   end;
+//! - [`adapter`]: tower services as the SDK's HTTP client
+//!   ([`LayeredHttpClient`], [`ServiceConnector`], [`ConnectorService`]), so
+//!   layers can run below the SDK too.
+//!
+//! # Example
+//!
+//! The real client against the local emulator (any Bedrock endpoint works
+//! the same), wrapped in the classifier layer:
+//!
+//! ```
+//! use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+//! use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_bedrock_classify::ThrottleClassifyLayer;
+//! use tower_bedrock_core::{Classified, ErrorClass, ReportsUsage, ThrottleKind, Usage};
+//! use tower_bedrock_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule};
+//! use tower_bedrock_sdk::{BedrockClientBuilder, BedrockService, ConverseRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let emulator = Emulator::start(EmulatorConfig::builder().output_tokens(8).build()?).await?;
+//! let client = BedrockClientBuilder::new()
+//!     .region("us-east-1")
+//!     .endpoint_url(emulator.endpoint_url())
+//!     .static_credentials("AKIDEXAMPLE", "secret")
+//!     .build()
+//!     .await?;
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(ThrottleClassifyLayer::new())
+//!     .service(BedrockService::new(client));
+//!
+//! let ask = || -> Result<ConverseRequest, Box<dyn std::error::Error>> {
+//!     Ok(ConverseInput::builder()
+//!         .model_id("anthropic.claude-3-haiku-20240307-v1:0")
+//!         .messages(
+//!             Message::builder()
+//!                 .role(ConversationRole::User)
+//!                 .content(ContentBlock::Text("Hello there".into()))
+//!                 .build()?,
+//!         )
+//!         .build()?
+//!         .into())
+//! };
+//! let answer = svc.ready().await?.call(ask()?).await?;
+//! assert_eq!(answer.usage(), Some(Usage::new(3, 8)));
+//!
+//! // An overloaded model: the SDK's own error, classified.
+//! emulator.set_faults(vec![FaultRule::new(FaultKind::Overloaded)])?;
+//! let err = svc.ready().await?.call(ask()?).await.unwrap_err();
+//! assert_eq!(err.class(), ErrorClass::Throttled(ThrottleKind::ModelOverloaded));
+//! assert!(err.inner().unwrap().as_service_error().unwrap().is_throttling_exception());
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod adapter;
+mod cap;
+mod client;
+pub mod error;
+pub mod estimate;
+mod interceptor;
+mod request;
+mod response;
+mod service;
+pub mod stream;
+
+/// The futures of [`BedrockService`] and of the adapter services.
+pub mod future {
+    pub use crate::adapter::ConnectorServiceFuture;
+    pub use crate::service::ResponseFuture;
+}
+
+pub use adapter::{ConnectorService, LayeredHttpClient, ServiceConnector, service_http_client};
+pub use cap::{ConnectionCap, ConnectionCapLayer};
+pub use client::{
+    BedrockClientBuilder, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST, DEFAULT_OPERATION_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+};
+pub use error::{ClientBuildError, PoolWaitTimeout, StreamError};
+pub use interceptor::{
+    CACHE_READ_TOKEN_COUNT_HEADER, CACHE_WRITE_TOKEN_COUNT_HEADER, HeaderUsage,
+    INPUT_TOKEN_COUNT_HEADER, INVOCATION_LATENCY_HEADER, OUTPUT_TOKEN_COUNT_HEADER,
+    TokenCountInterceptor,
+};
+pub use request::{
+    ConverseRequest, ConverseStreamRequest, CountTokensRequest, InvokeModelRequest,
+    InvokeModelStreamRequest,
+};
+pub use response::{
+    ConverseResponse, ConverseStreamResponse, CountTokensResponse, InvokeModelResponse,
+    InvokeModelStreamResponse,
+};
+pub use service::{BedrockService, DEFAULT_STREAM_IDLE_TIMEOUT};
+pub use stream::{BedrockStream, StreamEvent};

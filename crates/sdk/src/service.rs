@@ -1,0 +1,283 @@
+//! [`BedrockService`]: the SDK client as a `tower::Service` per operation.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
+use aws_sdk_bedrockruntime::operation::count_tokens::CountTokensError;
+use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
+use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use tower_service::Service;
+
+use crate::interceptor::TokenCountInterceptor;
+use crate::request::{
+    ConverseRequest, ConverseStreamRequest, CountTokensRequest, InvokeModelRequest,
+    InvokeModelStreamRequest,
+};
+use crate::response::{
+    ConverseResponse, ConverseStreamResponse, CountTokensResponse, InvokeModelResponse,
+    InvokeModelStreamResponse,
+};
+use crate::stream::BedrockStream;
+
+/// Default idle timeout of response streams: 60 s between two events
+/// (time to first token of a long prompt included).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `aws-sdk-bedrockruntime` client as a [`tower::Service`] for
+/// Converse, ConverseStream, InvokeModel, InvokeModelWithResponseStream and
+/// CountTokens.
+///
+/// Always ready (the client's pool and its cap do the waiting); clones
+/// share the client. Errors are the SDK's own
+/// `SdkError<OperationError, HttpResponse>`, unchanged: put
+/// `ThrottleClassifyLayer` of `tower-bedrock-classify` above to classify
+/// them. Responses implement
+/// [`ReportsUsage`](tower_bedrock_core::ReportsUsage); streams are
+/// [`BedrockStream`]s with [`stream_idle_timeout`](Self::stream_idle_timeout)
+/// applied to every event.
+///
+/// [`tower::Service`]: tower_service::Service
+#[derive(Clone)]
+pub struct BedrockService {
+    client: Client,
+    stream_idle_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for BedrockService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BedrockService")
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BedrockService {
+    /// Wraps a client (build it with
+    /// [`BedrockClientBuilder`](crate::BedrockClientBuilder)), with the
+    /// default stream idle timeout.
+    pub fn new(client: Client) -> Self {
+        BedrockService {
+            client,
+            stream_idle_timeout: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        }
+    }
+
+    /// Sets the longest wait for one stream event (`None`: unbounded, as
+    /// the SDK does by itself).
+    #[must_use]
+    pub fn stream_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stream_idle_timeout = timeout;
+        self
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// The future of every [`BedrockService`] call.
+pub struct ResponseFuture<T, E> {
+    inner: Pin<Box<dyn Future<Output = Result<T, E>> + Send>>,
+}
+
+impl<T, E> ResponseFuture<T, E> {
+    fn new(f: impl Future<Output = Result<T, E>> + Send + 'static) -> Self {
+        ResponseFuture { inner: Box::pin(f) }
+    }
+}
+
+impl<T, E> fmt::Debug for ResponseFuture<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<T, E> Future for ResponseFuture<T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+macro_rules! always_ready {
+    () => {
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    };
+}
+
+impl Service<ConverseRequest> for BedrockService {
+    type Response = ConverseResponse;
+    type Error = SdkError<ConverseError, HttpResponse>;
+    type Future = ResponseFuture<Self::Response, Self::Error>;
+
+    always_ready!();
+
+    fn call(&mut self, req: ConverseRequest) -> Self::Future {
+        let client = self.client.clone();
+        let i = req.input;
+        ResponseFuture::new(async move {
+            client
+                .converse()
+                .set_model_id(i.model_id)
+                .set_messages(i.messages)
+                .set_system(i.system)
+                .set_inference_config(i.inference_config)
+                .set_tool_config(i.tool_config)
+                .set_guardrail_config(i.guardrail_config)
+                .set_additional_model_request_fields(i.additional_model_request_fields)
+                .set_prompt_variables(i.prompt_variables)
+                .set_additional_model_response_field_paths(i.additional_model_response_field_paths)
+                .set_request_metadata(i.request_metadata)
+                .set_performance_config(i.performance_config)
+                .set_service_tier(i.service_tier)
+                .set_output_config(i.output_config)
+                .send()
+                .await
+                .map(|output| ConverseResponse { output })
+        })
+    }
+}
+
+impl Service<ConverseStreamRequest> for BedrockService {
+    type Response = ConverseStreamResponse;
+    type Error = SdkError<ConverseStreamError, HttpResponse>;
+    type Future = ResponseFuture<Self::Response, Self::Error>;
+
+    always_ready!();
+
+    fn call(&mut self, req: ConverseStreamRequest) -> Self::Future {
+        let client = self.client.clone();
+        let idle = self.stream_idle_timeout;
+        let i = req.input;
+        ResponseFuture::new(async move {
+            let model = i.model_id.clone().unwrap_or_default();
+            client
+                .converse_stream()
+                .set_model_id(i.model_id)
+                .set_messages(i.messages)
+                .set_system(i.system)
+                .set_inference_config(i.inference_config)
+                .set_tool_config(i.tool_config)
+                .set_guardrail_config(i.guardrail_config)
+                .set_additional_model_request_fields(i.additional_model_request_fields)
+                .set_prompt_variables(i.prompt_variables)
+                .set_additional_model_response_field_paths(i.additional_model_response_field_paths)
+                .set_request_metadata(i.request_metadata)
+                .set_performance_config(i.performance_config)
+                .set_service_tier(i.service_tier)
+                .set_output_config(i.output_config)
+                .send()
+                .await
+                .map(|output| ConverseStreamResponse {
+                    stream: BedrockStream::new(output.stream, idle, &model),
+                })
+        })
+    }
+}
+
+impl Service<InvokeModelRequest> for BedrockService {
+    type Response = InvokeModelResponse;
+    type Error = SdkError<InvokeModelError, HttpResponse>;
+    type Future = ResponseFuture<Self::Response, Self::Error>;
+
+    always_ready!();
+
+    fn call(&mut self, req: InvokeModelRequest) -> Self::Future {
+        let client = self.client.clone();
+        let i = req.input;
+        ResponseFuture::new(async move {
+            let headers = TokenCountInterceptor::new();
+            let output = client
+                .invoke_model()
+                .set_body(i.body)
+                .set_content_type(i.content_type)
+                .set_accept(i.accept)
+                .set_model_id(i.model_id)
+                .set_trace(i.trace)
+                .set_guardrail_identifier(i.guardrail_identifier)
+                .set_guardrail_version(i.guardrail_version)
+                .set_performance_config_latency(i.performance_config_latency)
+                .set_service_tier(i.service_tier)
+                .set_request_metadata(i.request_metadata)
+                .customize()
+                .interceptor(headers.clone())
+                .send()
+                .await?;
+            let h = headers.get();
+            Ok(InvokeModelResponse {
+                output,
+                usage: h.usage,
+                invocation_latency: h.invocation_latency,
+            })
+        })
+    }
+}
+
+impl Service<InvokeModelStreamRequest> for BedrockService {
+    type Response = InvokeModelStreamResponse;
+    type Error = SdkError<InvokeModelWithResponseStreamError, HttpResponse>;
+    type Future = ResponseFuture<Self::Response, Self::Error>;
+
+    always_ready!();
+
+    fn call(&mut self, req: InvokeModelStreamRequest) -> Self::Future {
+        let client = self.client.clone();
+        let idle = self.stream_idle_timeout;
+        let i = req.input;
+        ResponseFuture::new(async move {
+            let model = i.model_id.clone().unwrap_or_default();
+            client
+                .invoke_model_with_response_stream()
+                .set_body(i.body)
+                .set_content_type(i.content_type)
+                .set_accept(i.accept)
+                .set_model_id(i.model_id)
+                .set_trace(i.trace)
+                .set_guardrail_identifier(i.guardrail_identifier)
+                .set_guardrail_version(i.guardrail_version)
+                .set_performance_config_latency(i.performance_config_latency)
+                .set_service_tier(i.service_tier)
+                .set_request_metadata(i.request_metadata)
+                .send()
+                .await
+                .map(|output| InvokeModelStreamResponse {
+                    stream: BedrockStream::new(output.body, idle, &model),
+                    content_type: output.content_type,
+                })
+        })
+    }
+}
+
+impl Service<CountTokensRequest> for BedrockService {
+    type Response = CountTokensResponse;
+    type Error = SdkError<CountTokensError, HttpResponse>;
+    type Future = ResponseFuture<Self::Response, Self::Error>;
+
+    always_ready!();
+
+    fn call(&mut self, req: CountTokensRequest) -> Self::Future {
+        let client = self.client.clone();
+        let i = req.input;
+        ResponseFuture::new(async move {
+            client
+                .count_tokens()
+                .set_model_id(i.model_id)
+                .set_input(i.input)
+                .send()
+                .await
+                .map(|output| CountTokensResponse { output })
+        })
+    }
+}
