@@ -154,7 +154,10 @@ async fn reservations_in_flight_count_until_the_stream_ends() {
     assert_eq!((ok.len(), refused.len()), (3, 7));
     for r in refused {
         let e = r.unwrap_err().into_service_error();
-        assert!(matches!(e, ConverseStreamError::ThrottlingException(_)), "{e:?}");
+        assert!(
+            matches!(e, ConverseStreamError::ThrottlingException(_)),
+            "{e:?}"
+        );
         assert_eq!(e.message(), Some(messages::TOO_MANY_TOKENS));
     }
     assert_eq!(emu.usage(NOVA).reserved, 903);
@@ -172,7 +175,10 @@ async fn reservations_in_flight_count_until_the_stream_ends() {
 async fn wait_until(emu: &EmulatorHandle, cond: impl Fn(&EmulatorHandle) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond(emu) {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -237,14 +243,21 @@ async fn quotas_change_at_run_time_through_the_admin_api() {
     )
     .await;
     assert_eq!(r.status, 204);
+    // 49 used: 49 + 101 and 98 + 101 fit in 200, 147 + 101 does not.
     let (n, e) = admitted_until_refused(&c, NOVA, 100).await;
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
     assert_throttled(&e, messages::TOO_MANY_TOKENS);
-    let r = admin(&emu, "GET", &format!("/usage/{}", NOVA.replace(':', "%3A")), "").await;
-    assert_eq!(r.json()["used"], 98);
+    let r = admin(
+        &emu,
+        "GET",
+        &format!("/usage/{}", NOVA.replace(':', "%3A")),
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["used"], 147);
     let r = admin(&emu, "GET", "/counters", "").await;
     assert_eq!(r.json()["throttled_tokens"], 1);
-    assert_eq!(r.json()["admitted"], 2);
+    assert_eq!(r.json()["admitted"], 3);
     // Invalid updates are refused with 400 and change nothing.
     let r = admin(&emu, "PUT", "/quotas", r#"{"default":{"tpm":0}}"#).await;
     assert_eq!(r.status, 400);
@@ -297,7 +310,10 @@ async fn the_connection_cap_answers_too_many_connections() {
         .expect_err("over the cap");
     assert_eq!(err.raw_response().unwrap().status().as_u16(), 503);
     let e = err.into_service_error();
-    assert!(matches!(e, ConverseError::ServiceUnavailableException(_)), "{e:?}");
+    assert!(
+        matches!(e, ConverseError::ServiceUnavailableException(_)),
+        "{e:?}"
+    );
     assert_eq!(e.message(), Some(messages::TOO_MANY_CONNECTIONS));
     assert_eq!(emu.counters().connection_cap, 1);
     drop(held);
@@ -306,7 +322,13 @@ async fn the_connection_cap_answers_too_many_connections() {
     emu.set_latency(Latency::default()).unwrap();
     call(&c, NOVA, 100).await.expect("slots free again");
     // Through the admin API: lift the cap.
-    let r = admin(&emu, "PUT", "/max-connections", r#"{"max_connections":null}"#).await;
+    let r = admin(
+        &emu,
+        "PUT",
+        "/max-connections",
+        r#"{"max_connections":null}"#,
+    )
+    .await;
     assert_eq!(r.status, 204);
     emu.shutdown().await;
 }
