@@ -217,8 +217,12 @@ impl Breaker {
         self.evicted.load(Ordering::Acquire)
     }
 
+    /// Called by the registry when it drops this breaker: the next call for
+    /// the key starts from a fresh, closed breaker, and the gauge says so.
     pub(crate) fn mark_evicted(&self) {
         self.evicted.store(true, Ordering::Release);
+        metrics::gauge!(names::CIRCUIT_STATE, "model" => self.key.clone())
+            .set(CircuitState::Closed.gauge_value());
     }
 
     /// Admits a call or refuses it. Closed: one atomic load, no lock.

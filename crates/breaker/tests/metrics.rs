@@ -92,6 +92,7 @@ fn transitions_and_rejections_are_counted_per_model() {
                 .open_duration(secs(1))
                 .open_jitter(0.0)
                 .half_open_probes(1)
+                .idle_timeout(secs(600))
                 .build()
                 .unwrap();
             let mut svc = layer.layer(Mock::default());
@@ -106,6 +107,20 @@ fn transitions_and_rejections_are_counted_per_model() {
             tokio::time::advance(secs(1)).await;
             send(&mut svc, "m", Answer::Ok).await.unwrap();
             send(&mut svc, "other", Answer::Ok).await.unwrap();
+
+            // An open breaker dropped as idle (past its open time) reads
+            // closed again: the next call gets a fresh breaker.
+            send(&mut svc, "gone", fail(UNAVAILABLE)).await.unwrap_err();
+            assert_eq!(
+                capture.get(&format!("{}{{model=gone}}", names::CIRCUIT_STATE)),
+                Some(2)
+            );
+            tokio::time::advance(secs(3600)).await;
+            assert_eq!(layer.handle().purge_idle(), 3);
+            assert_eq!(
+                capture.get(&format!("{}{{model=gone}}", names::CIRCUIT_STATE)),
+                Some(0)
+            );
         })
     });
     let t = |from: &str, to: &str| {
