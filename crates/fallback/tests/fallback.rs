@@ -661,3 +661,61 @@ async fn tagged_responses_carry_the_served_target() {
     assert_eq!(served.served_by, None);
     assert_eq!(served.into_inner(), "amazon.nova-pro-v1:0");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_readiness_before_a_fallback_target_wakes_the_caller() {
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    /// Ready only while open; a closed gate keeps the waker and wakes it on
+    /// opening (as a concurrency limit would).
+    #[derive(Clone, Default)]
+    struct Gate(Arc<Mutex<(bool, Option<Waker>)>>);
+    impl Gate {
+        fn set(&self, open: bool) {
+            let mut g = self.0.lock().unwrap();
+            g.0 = open;
+            if open && let Some(w) = g.1.take() {
+                w.wake();
+            }
+        }
+    }
+    #[derive(Clone)]
+    struct Gated(Mock, Gate);
+    impl Service<Ask> for Gated {
+        type Response = String;
+        type Error = support::Error;
+        type Future = <Mock as Service<Ask>>::Future;
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            let mut g = (self.1).0.lock().unwrap();
+            if !g.0 {
+                g.1 = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            drop(g);
+            self.0.poll_ready(cx)
+        }
+        fn call(&mut self, ask: Ask) -> Self::Future {
+            self.0.call(ask)
+        }
+    }
+
+    let mock = Mock::new();
+    mock.script(A, Behaviour::fail(OVERLOADED));
+    let gate = Gate::default();
+    gate.set(true);
+    let mut svc = abc().layer(Gated(mock.clone(), gate.clone()));
+    svc.ready().await.unwrap();
+    gate.set(false);
+    let mut task = tokio_test::task::spawn(svc.call(Ask::new(A)));
+    assert!(task.poll().is_pending());
+    assert_eq!(mock.called(), [A], "B waits for readiness");
+    assert!(!task.is_woken());
+    gate.set(true);
+    assert!(task.is_woken());
+    match task.poll() {
+        std::task::Poll::Ready(Ok(served)) => assert_eq!(served, B),
+        other => panic!("expected B's answer, got {other:?}"),
+    }
+    assert_eq!(mock.called(), [A, B]);
+}
