@@ -719,3 +719,23 @@ async fn a_pending_readiness_before_a_fallback_target_wakes_the_caller() {
     }
     assert_eq!(mock.called(), [A, B]);
 }
+
+#[test]
+fn layer_service_and_future_are_send_and_sync_where_it_matters() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<ModelFallbackLayer<Ask>>();
+    send_sync::<ModelFallbackLayer<Ask, tower_bedrock_fallback::Streaming>>();
+    let mut svc = abc().layer(Mock::new());
+    send(&svc);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        svc.ready().await.unwrap();
+        let fut = svc.call(Ask::new(A));
+        send(&fut);
+        assert_eq!(fut.await.unwrap(), A);
+    });
+}
