@@ -135,6 +135,7 @@ impl RetryBudget {
     }
 
     /// Puts `amount` tokens back, up to the capacity.
+    #[inline]
     pub(crate) fn deposit(&self, amount: u32) {
         let cap = self.config.capacity;
         // The common case on the happy path: a full bucket, nothing to write.

@@ -225,6 +225,7 @@ struct Scratch {
 }
 
 impl Retrying {
+    #[inline]
     pub(crate) fn new(
         shared: Arc<Shared>,
         report: Option<CallReport>,
@@ -259,6 +260,7 @@ impl Retrying {
     }
 
     /// Counts an attempt about to be sent; a held retry token becomes spent.
+    #[inline]
     fn record_attempt(&mut self) {
         self.attempts += 1;
         if let Some(report) = &self.report {
@@ -270,11 +272,13 @@ impl Retrying {
     }
 
     /// Gives back budget held for a retry that will not be sent.
+    #[inline]
     fn release(&mut self) {
         let held = std::mem::take(&mut self.held);
         self.shared.budget.deposit(held);
     }
 
+    #[inline]
     fn succeeded(&mut self) {
         let budget = &self.shared.budget;
         if self.attempts <= 1 {
@@ -389,6 +393,7 @@ impl Retrying {
 }
 
 impl Drop for Retrying {
+    #[inline]
     fn drop(&mut self) {
         self.release();
     }
