@@ -18,6 +18,9 @@
 //! | `QuotaExceeded` (daily), `Unknown` | 0 | configurable |
 //! | `Client(_)`, `Local(_)` | never (not configurable) | |
 //!
+//! Quota windows are 60 s long by default and aligned on the UNIX epoch;
+//! their phase comes from the layer's [`Clock`](tower_bedrock_core::Clock)
+//! (the system clock, or `Clock::starting_at` under paused time in tests).
 //! A retry hint carried by the error (`Classification::retry_after`)
 //! replaces the wait, clamped to \[50 ms, 60 s\]. Every policy is overridable
 //! ([`QuotaAlignedRetryLayerBuilder::policy`]); the jitter modes
@@ -36,8 +39,11 @@
 //! - **Deadline**: 180 s per call by default, overridable per request
 //!   ([`CallOptions`]). The layer never sleeps past it: when the next wait
 //!   would cross it the last error comes back, marked
-//!   `RetryStop::Deadline`; a zero per-request deadline refuses the call
-//!   with `Local(DeadlineExceeded)`.
+//!   `RetryStop::Deadline`, and waiting for the inner service's readiness
+//!   before a retry is bounded by it too; a zero per-request deadline
+//!   refuses the call with `Local(DeadlineExceeded)`. An attempt in flight
+//!   is never cut short (an admitted Bedrock call has already reserved
+//!   quota): bound attempts with a timeout below this layer.
 //! - **No multiplication**: an error that another retry layer below already
 //!   marked with a `RetryStop` is returned as is, not retried again.
 //! - **Observability**: a `tracing` debug event per retry (class, kind,
