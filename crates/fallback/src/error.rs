@@ -50,6 +50,8 @@ pub enum BuildError {
         /// The offending id.
         target: String,
     },
+    /// A chain deadline of zero would never try a fallback target.
+    ZeroChainDeadline,
     /// A client-error class was configured as a trigger: client errors
     /// never fall back.
     ClientTrigger {
@@ -80,6 +82,7 @@ impl fmt::Display for BuildError {
                 f,
                 "in-region target {target} under a geographic boundary without a home region"
             ),
+            BuildError::ZeroChainDeadline => f.write_str("model fallback chain deadline of zero"),
             BuildError::ClientTrigger { class } => {
                 write!(f, "client errors never fall back (trigger {class} refused)")
             }

@@ -188,7 +188,11 @@ where
             tried: Vec::new(),
             best: None,
             degraded: None,
+            deadline: None,
         };
+        if let Some(limit) = run.routes.chain_deadline {
+            run.deadline = Some(Instant::now() + limit);
+        }
         run.skip_open();
         let first = run.request();
         (
@@ -259,6 +263,8 @@ struct Run<Req, E> {
     /// The error to return if every target fails (see the crate docs).
     best: Option<E>,
     degraded: Option<DegradedGuard>,
+    /// When no further target may be started.
+    deadline: Option<Instant>,
 }
 
 impl<Req, E> Run<Req, E> {
@@ -345,7 +351,7 @@ where
         if !self.routes.triggers.contains(&class) {
             // Client errors and non-trigger classes end the chain with
             // their own error.
-            return Some(self.finish_err(e, false));
+            return Some(self.finish_err(e, None));
         }
         if self.routes.remember_open
             && class == ErrorClass::Local(LocalRejection::CircuitOpen)
@@ -356,9 +362,12 @@ where
                 .remember(Instant::now() + after);
         }
         self.consider(e);
-        if self.pos + 1 >= self.routes.chain(self.chain).len() {
+        let last = self.pos + 1 >= self.routes.chain(self.chain).len();
+        let out_of_time = !last && self.deadline.is_some_and(|d| Instant::now() >= d);
+        if last || out_of_time {
             let best = self.best.take().expect("an error was just considered");
-            return Some(self.finish_err(best, true));
+            let why = if last { "all_failed" } else { "chain_deadline" };
+            return Some(self.finish_err(best, Some(why)));
         }
         self.advance(class, false);
         self.skip_open();
@@ -389,14 +398,18 @@ where
         }
     }
 
-    fn finish_err(&mut self, mut e: E, exhausted: bool) -> E {
+    /// The error to return, with every target tried noted on it.
+    /// `given_up` says why the chain was abandoned when it was not ended by
+    /// this error's own (non-trigger) class.
+    fn finish_err(&mut self, mut e: E, given_up: Option<&'static str>) -> E {
         self.degraded = None;
         self.best = None;
-        if exhausted {
+        if let Some(reason) = given_up {
             tracing::warn!(
                 tried = self.tried.len(),
                 class = %e.classification().class,
-                "every model fallback target failed"
+                reason,
+                "model fallback gave up"
             );
         }
         let tried = std::mem::take(&mut self.tried);

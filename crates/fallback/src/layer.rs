@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tower_bedrock_core::ErrorClass;
 use tower_layer::Layer;
@@ -33,6 +34,7 @@ pub(crate) struct Routes<Req> {
     default: Option<usize>,
     pub(crate) triggers: Triggers,
     pub(crate) remember_open: bool,
+    pub(crate) chain_deadline: Option<Duration>,
 }
 
 impl<Req> Routes<Req> {
@@ -69,6 +71,7 @@ impl<Req> fmt::Debug for Routes<Req> {
             .field("default", &self.default)
             .field("triggers", &self.triggers)
             .field("remember_open", &self.remember_open)
+            .field("chain_deadline", &self.chain_deadline)
             .finish()
     }
 }
@@ -81,6 +84,7 @@ pub struct ModelFallbackBuilder<Req> {
     triggers: Triggers,
     boundary: Option<Boundary>,
     remember_open: bool,
+    chain_deadline: Option<Duration>,
 }
 
 impl<Req> fmt::Debug for ModelFallbackBuilder<Req> {
@@ -91,6 +95,7 @@ impl<Req> fmt::Debug for ModelFallbackBuilder<Req> {
             .field("triggers", &self.triggers)
             .field("boundary", &self.boundary)
             .field("remember_open", &self.remember_open)
+            .field("chain_deadline", &self.chain_deadline)
             .finish()
     }
 }
@@ -103,6 +108,7 @@ impl<Req> Default for ModelFallbackBuilder<Req> {
             triggers: Triggers::default(),
             boundary: None,
             remember_open: false,
+            chain_deadline: None,
         }
     }
 }
@@ -171,9 +177,26 @@ impl<Req> ModelFallbackBuilder<Req> {
         self
     }
 
+    /// Bounds the time a call may spend across targets: once `limit` has
+    /// passed since the call started, no further target is tried and the
+    /// most relevant error so far is returned (see the crate docs). An
+    /// attempt in flight is never cut short (bounding one attempt is the
+    /// retry layer's deadline's job). This keeps a chain of N targets, each
+    /// with its own retry cycle below, from taking N times the latency the
+    /// caller accepts. Off by default; a zero limit is refused
+    /// ([`BuildError::ZeroChainDeadline`]).
+    #[must_use]
+    pub fn chain_deadline(mut self, limit: Duration) -> Self {
+        self.chain_deadline = Some(limit);
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<ModelFallbackLayer<Req>, BuildError> {
         self.triggers.validate()?;
+        if self.chain_deadline == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroChainDeadline);
+        }
         if self.chains.is_empty() && self.default.is_none() {
             return Err(BuildError::NoChain);
         }
@@ -205,6 +228,7 @@ impl<Req> ModelFallbackBuilder<Req> {
                 by_primary,
                 triggers: self.triggers,
                 remember_open: self.remember_open,
+                chain_deadline: self.chain_deadline,
             }),
             _mode: PhantomData,
         })

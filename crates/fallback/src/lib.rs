@@ -60,7 +60,8 @@
 //!   and `bedrock_degraded_served_total{target}` per response served by a
 //!   fallback target.
 //! - A `tracing` event (level `WARN`, fields `from`, `to`, `class`,
-//!   `skipped`) per fallback, and one when every target failed. Events and
+//!   `skipped`) per fallback, and one when the layer gives up (field
+//!   `reason`: `all_failed` or `chain_deadline`). Events and
 //!   metrics carry ids and classes, never request or response content.
 //!
 //! # When every target fails
@@ -70,7 +71,9 @@
 //! 1. a failure whose class is **not** a trigger (a client error, a model
 //!    timeout, ...) ends the chain at once and is returned as is: it is the
 //!    answer to the request as sent to that target;
-//! 2. otherwise (every target failed with a trigger class), the error of
+//! 2. otherwise (every target failed with a trigger class, or the
+//!    [chain deadline](ModelFallbackBuilder::chain_deadline) passed before
+//!    the next target could start), the error of
 //!    the **first target that failed upstream** (any class but `Local`) is
 //!    returned: it says what Bedrock itself answered, and the earliest such
 //!    target is the one the caller preferred;

@@ -739,3 +739,42 @@ fn layer_service_and_future_are_send_and_sync_where_it_matters() {
         assert_eq!(fut.await.unwrap(), A);
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_chain_deadline_stops_starting_new_targets() {
+    let slow = |class| {
+        Behaviour::Fail(
+            std::sync::Arc::new(move |m| upstream(m, class)),
+            Duration::from_secs(3),
+        )
+    };
+    let mock = Mock::new();
+    mock.script(A, slow(OVERLOADED)).script(B, slow(SERVICE));
+    let layer = ModelFallbackLayer::builder()
+        .chain(Chain::of([A, B, C]))
+        .chain_deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let (ask, report) = Ask::reporting(A);
+    let e = layer.layer(mock.clone()).oneshot(ask).await.unwrap_err();
+    // A failed at 3 s (B may start), B at 6 s: past the deadline, C is not
+    // started. A's error is the first upstream one.
+    assert_eq!(start.elapsed(), Duration::from_secs(6));
+    assert_eq!(mock.called(), [A, B]);
+    assert_eq!(e.class(), OVERLOADED);
+    assert_eq!(
+        e.context().unwrap().tried,
+        tried(&[(A, OVERLOADED), (B, SERVICE)])
+    );
+    assert_eq!(report.summary().tried.len(), 2);
+
+    assert_eq!(
+        ModelFallbackLayer::<Ask>::builder()
+            .chain(Chain::of([A, B]))
+            .chain_deadline(Duration::ZERO)
+            .build()
+            .unwrap_err(),
+        BuildError::ZeroChainDeadline
+    );
+}
