@@ -168,6 +168,22 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_withdrawals_never_exceed_the_capacity() {
+        let b = std::sync::Arc::new(RetryBudget::new(RetryBudgetConfig::new()));
+        let granted: u32 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let b = &b;
+                    s.spawn(move || (0..1000).filter(|_| b.try_withdraw(5)).count() as u32)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 100);
+        assert_eq!(b.available(), 0);
+    }
+
+    #[test]
     fn config_is_checked() {
         assert!(RetryBudgetConfig::new().check().is_ok());
         assert!(RetryBudgetConfig::new().capacity(0).check().is_err());
