@@ -220,6 +220,23 @@ impl CircuitBreakBuilder<ModelIdKey> {
 impl<K> CircuitBreakBuilder<K> {
     /// Keys breakers with a function of the request instead of its model id
     /// (a region and a model, a route...).
+    ///
+    /// ```
+    /// use tower_bedrock_breaker::CircuitBreakLayer;
+    ///
+    /// struct Req {
+    ///     region: &'static str,
+    ///     model: String,
+    /// }
+    /// let layer = CircuitBreakLayer::builder()
+    ///     .key_fn(|r: &Req| format!("{}/{}", r.region, r.model))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    ///
+    /// A function returning a `String` allocates on every call; to borrow
+    /// the key from the request instead, implement
+    /// [`KeyExtractor`](crate::KeyExtractor).
     pub fn key_fn<F>(self, f: F) -> CircuitBreakBuilder<KeyFn<F>> {
         self.key_extractor(KeyFn(f))
     }

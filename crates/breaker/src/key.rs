@@ -7,6 +7,29 @@ use tower_bedrock_core::ModelRequest;
 /// The key is handed to a callback as a `&str` so that extractors that can
 /// borrow it from the request (like [`ModelIdKey`]) cost no allocation.
 /// Keys name models or routes; never derive one from request content.
+///
+/// ```
+/// use tower_bedrock_breaker::{CircuitBreakLayer, KeyExtractor};
+///
+/// struct Req {
+///     route: String,
+/// }
+///
+/// /// One breaker per route, borrowed from the request: no allocation.
+/// #[derive(Clone)]
+/// struct ByRoute;
+/// impl KeyExtractor<Req> for ByRoute {
+///     fn with_key<R>(&self, req: &Req, f: impl FnOnce(&str) -> R) -> R {
+///         f(&req.route)
+///     }
+/// }
+///
+/// let layer = CircuitBreakLayer::builder()
+///     .key_extractor(ByRoute)
+///     .build()
+///     .unwrap();
+/// assert!(layer.handle().is_empty());
+/// ```
 pub trait KeyExtractor<Req> {
     /// Calls `f` with the key of `req`.
     fn with_key<R>(&self, req: &Req, f: impl FnOnce(&str) -> R) -> R;
