@@ -423,3 +423,86 @@ impl EmulatorConfigBuilder {
         Ok(self.config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::FaultKind;
+
+    #[test]
+    fn bad_configurations_fail_when_built() {
+        let b = EmulatorConfig::builder;
+        assert!(matches!(
+            b().window(Duration::ZERO).build(),
+            Err(ConfigError::ZeroWindow)
+        ));
+        assert!(matches!(
+            b().quota("m", Quota::tokens(0)).build(),
+            Err(ConfigError::ZeroLimit { field: "tpm", .. })
+        ));
+        assert!(matches!(
+            b().fault(FaultRule::new(FaultKind::Reset).rate(1.5))
+                .build(),
+            Err(ConfigError::BadRate { index: 0, .. })
+        ));
+        let lat = Latency {
+            scale: -1.0,
+            ..Latency::default()
+        };
+        assert!(matches!(
+            b().latency(lat).build(),
+            Err(ConfigError::BadScale(_))
+        ));
+        assert!(matches!(
+            b().max_body_bytes(0).build(),
+            Err(ConfigError::ZeroBodyLimit)
+        ));
+        assert!(matches!(
+            b().max_connections(0).build(),
+            Err(ConfigError::ZeroConnections)
+        ));
+        assert!(b().window(Duration::from_secs(1)).build().is_ok());
+    }
+
+    #[test]
+    fn toml_files() {
+        let c = EmulatorConfig::from_toml_str(
+            r#"
+            window_ms = 1000
+            [default_quota]
+            tpm = 10
+            rpm = 2
+            [quotas."us.amazon.nova-lite-v1:0"]
+            tpm = 5
+            burndown = 2
+            [latency]
+            per_token_ms = 1.5
+            [[faults]]
+            kind = "stream_stall"
+            after_events = 2
+            ms = 100
+            rate = 0.5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.window(), Duration::from_secs(1));
+        assert_eq!(c.default_quota, Quota::tokens(10).with_rpm(2));
+        assert_eq!(c.quotas["us.amazon.nova-lite-v1:0"].burndown, Some(2));
+        assert_eq!(c.latency.per_token_ms, 1.5);
+        assert_eq!(
+            c.faults[0].kind,
+            FaultKind::StreamStall {
+                after_events: 2,
+                ms: 100
+            }
+        );
+        assert!(matches!(
+            EmulatorConfig::from_toml_str("nonsense = 1"),
+            Err(ConfigError::Toml(_))
+        ));
+        assert!(matches!(
+            EmulatorConfig::from_toml_str("[default_quota]\ntpm = 0"),
+            Err(ConfigError::ZeroLimit { .. })
+        ));
+    }
+}

@@ -98,7 +98,7 @@ fn fail(shared: &Shared, e: BedrockError) -> BedrockError {
 pub(crate) async fn model_op(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let rid = shared.request_id();
     Shared::bump(&shared.counters.requests);
-    let mut resp = match serve(&shared, &rid, req).await {
+    let mut resp = match serve(&shared, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(&rid),
     };
@@ -108,7 +108,7 @@ pub(crate) async fn model_op(State(shared): State<Arc<Shared>>, req: Request) ->
     resp
 }
 
-async fn serve(shared: &Arc<Shared>, _rid: &str, req: Request) -> Result<Response, BedrockError> {
+async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockError> {
     // 1. Authentication: a SigV4 header must be present (not verified).
     match req.headers().get(http::header::AUTHORIZATION) {
         None => {

@@ -525,3 +525,29 @@ async fn accept_loop(
     }
     tracing::info!("bedrock emulator stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_address_is_a_start_error() {
+        let first = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let config = EmulatorConfig::builder()
+            .bind(first.addr())
+            .build()
+            .unwrap();
+        let err = Emulator::start(config).await.unwrap_err();
+        assert!(matches!(err, StartError::Bind { .. }), "{err}");
+        let bad = EmulatorConfig {
+            window_ms: 0,
+            ..EmulatorConfig::default()
+        };
+        assert!(matches!(
+            Emulator::start(bad).await.unwrap_err(),
+            StartError::Config(ConfigError::ZeroWindow)
+        ));
+        assert!(first.admin_url().ends_with("/_emulator"));
+        first.shutdown().await;
+    }
+}
