@@ -1,0 +1,566 @@
+//! The preset stack: the five layers composed in the design's order, each
+//! one optional and replaceable.
+//!
+//! ```text
+//! ModelFallback          slot `fallback`  (off by default: needs a chain)
+//!   QuotaAlignedRetry    slot `retry`     (on: crate defaults, ModelRequest reports)
+//!     CircuitBreak       slot `breaker`   (on: crate defaults)
+//!       TokenBudget      slot `budget`    (off by default: needs your quota)
+//!         ThrottleClassify slot `classify` (on: SDK errors)
+//!           your service
+//! ```
+//!
+//! Every slot holds a [`Slot`]: a default marker ([`DefaultRetry`],
+//! [`DefaultBreaker`], [`DefaultClassify`]), [`Off`] (the layer is left
+//! out), [`Chains`] (fallback chains, built into a `ModelFallbackLayer`), or
+//! [`Custom`] (any [`Layer`] of yours, including a layer of this workspace
+//! configured your way). Slots are resolved by
+//! [`StackBuilder::into_layer`] and [`StackBuilder::service`], which return a
+//! typed [`BuildError`] for any configuration a layer refuses.
+
+use std::fmt;
+use std::time::Duration;
+
+use tower::util::BoxCloneService;
+use tower_bedrock_breaker::CircuitBreakLayer;
+use tower_bedrock_budget::{Budget, BudgetStore, TokenBudgetLayer};
+use tower_bedrock_classify::ThrottleClassifyLayer;
+use tower_bedrock_core::Clock;
+use tower_bedrock_fallback::{Chain, ModelFallbackLayer};
+use tower_bedrock_retry::{ModelRequestReport, QuotaAlignedRetryLayer};
+use tower_layer::{Identity, Layer};
+use tower_service::Service;
+
+/// The quota window the defaults assume: Bedrock's per-minute quotas.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Settings shared by the default layers of a [`StackBuilder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackSettings {
+    window: Duration,
+    seed: Option<u64>,
+    clock: Option<Clock>,
+}
+
+impl StackSettings {
+    /// The quota window the retry layer aligns on (60 s by default).
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The seed given to the default retry layer and breaker, when set.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+
+    /// The clock given to the default retry layer, when set (the system
+    /// clock otherwise).
+    pub fn clock(&self) -> Option<Clock> {
+        self.clock
+    }
+}
+
+impl Default for StackSettings {
+    fn default() -> Self {
+        StackSettings {
+            window: DEFAULT_WINDOW,
+            seed: None,
+            clock: None,
+        }
+    }
+}
+
+/// What a slot of the [`StackBuilder`] holds, resolved into a layer when the
+/// stack is built.
+pub trait Slot {
+    /// The layer this slot becomes.
+    type Layer;
+
+    /// Builds the layer, with the stack's shared settings.
+    fn resolve(self, settings: &StackSettings) -> Result<Self::Layer, BuildError>;
+}
+
+/// A slot left empty: the layer is not part of the stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Off;
+
+impl Slot for Off {
+    type Layer = Identity;
+    fn resolve(self, _: &StackSettings) -> Result<Identity, BuildError> {
+        Ok(Identity::new())
+    }
+}
+
+/// A slot holding a layer built by the caller, used as is.
+#[derive(Debug, Clone, Copy)]
+pub struct Custom<L>(pub L);
+
+impl<L> Slot for Custom<L> {
+    type Layer = L;
+    fn resolve(self, _: &StackSettings) -> Result<L, BuildError> {
+        Ok(self.0)
+    }
+}
+
+/// The default retry slot: [`QuotaAlignedRetryLayer`] with the retry crate's
+/// defaults, the stack's window, seed and clock, recording attempts into
+/// the request's [`CallReport`](tower_bedrock_core::CallReport)
+/// ([`ModelRequestReport`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultRetry;
+
+impl Slot for DefaultRetry {
+    type Layer = QuotaAlignedRetryLayer<ModelRequestReport>;
+    fn resolve(self, s: &StackSettings) -> Result<Self::Layer, BuildError> {
+        let mut b = QuotaAlignedRetryLayer::builder().window(s.window);
+        if let Some(seed) = s.seed {
+            b = b.seed(seed);
+        }
+        if let Some(clock) = s.clock {
+            b = b.clock(clock);
+        }
+        b.call_options(ModelRequestReport)
+            .build()
+            .map_err(BuildError::Retry)
+    }
+}
+
+/// The default breaker slot: [`CircuitBreakLayer`] with the breaker crate's
+/// defaults (one breaker per model id) and the stack's seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultBreaker;
+
+impl Slot for DefaultBreaker {
+    type Layer = CircuitBreakLayer;
+    fn resolve(self, s: &StackSettings) -> Result<CircuitBreakLayer, BuildError> {
+        let mut b = CircuitBreakLayer::builder();
+        if let Some(seed) = s.seed {
+            b = b.seed(seed);
+        }
+        b.build().map_err(BuildError::Breaker)
+    }
+}
+
+/// The default classify slot: [`ThrottleClassifyLayer::new`], which
+/// classifies the errors of `aws-sdk-bedrockruntime` (`SdkError<…>` of every
+/// operation) and names models through
+/// [`ModelRequest`](tower_bedrock_core::ModelRequest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultClassify;
+
+impl Slot for DefaultClassify {
+    type Layer = ThrottleClassifyLayer;
+    fn resolve(self, _: &StackSettings) -> Result<ThrottleClassifyLayer, BuildError> {
+        Ok(ThrottleClassifyLayer::new())
+    }
+}
+
+/// A fallback slot holding chains, built into a [`ModelFallbackLayer`] with
+/// the fallback crate's default triggers.
+pub struct Chains<Req>(pub Vec<Chain<Req>>);
+
+impl<Req> fmt::Debug for Chains<Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Chains").field(&self.0).finish()
+    }
+}
+
+impl<Req> Slot for Chains<Req> {
+    type Layer = ModelFallbackLayer<Req>;
+    fn resolve(self, _: &StackSettings) -> Result<Self::Layer, BuildError> {
+        let mut b = ModelFallbackLayer::builder();
+        for chain in self.0 {
+            b = b.chain(chain);
+        }
+        b.build().map_err(BuildError::Fallback)
+    }
+}
+
+/// Why a stack could not be built: the layer that refused its
+/// configuration, with that layer's own typed error.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The retry layer refused its configuration.
+    Retry(tower_bedrock_retry::BuildError),
+    /// The breaker refused its configuration.
+    Breaker(tower_bedrock_breaker::ConfigError),
+    /// The fallback layer refused its chains or triggers.
+    Fallback(tower_bedrock_fallback::BuildError),
+    /// The budget refused its configuration (for callers that build their
+    /// budget next to the stack and want one error type).
+    Budget(tower_bedrock_budget::BuildError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Retry(e) => write!(f, "retry layer: {e}"),
+            BuildError::Breaker(e) => write!(f, "circuit breaker: {e}"),
+            BuildError::Fallback(e) => write!(f, "model fallback: {e}"),
+            BuildError::Budget(e) => write!(f, "token budget: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Retry(e) => Some(e),
+            BuildError::Breaker(e) => Some(e),
+            BuildError::Fallback(e) => Some(e),
+            BuildError::Budget(e) => Some(e),
+        }
+    }
+}
+
+impl From<tower_bedrock_retry::BuildError> for BuildError {
+    fn from(e: tower_bedrock_retry::BuildError) -> Self {
+        BuildError::Retry(e)
+    }
+}
+
+impl From<tower_bedrock_breaker::ConfigError> for BuildError {
+    fn from(e: tower_bedrock_breaker::ConfigError) -> Self {
+        BuildError::Breaker(e)
+    }
+}
+
+impl From<tower_bedrock_fallback::BuildError> for BuildError {
+    fn from(e: tower_bedrock_fallback::BuildError) -> Self {
+        BuildError::Fallback(e)
+    }
+}
+
+impl From<tower_bedrock_budget::BuildError> for BuildError {
+    fn from(e: tower_bedrock_budget::BuildError) -> Self {
+        BuildError::Budget(e)
+    }
+}
+
+/// Configures the preset stack. Made by [`stack`](crate::stack) or
+/// [`StackBuilder::new`].
+///
+/// | slot | default | change it with | leave it out with |
+/// |---|---|---|---|
+/// | fallback | off (there is no sensible default chain) | [`fallback_chain`](Self::fallback_chain), [`fallback`](Self::fallback) | [`without_fallback`](Self::without_fallback) |
+/// | retry | [`DefaultRetry`]: per-class policies, window alignment, retry budget 500/5, 5 attempts, 180 s deadline | [`retry`](Self::retry) | [`without_retry`](Self::without_retry) |
+/// | breaker | [`DefaultBreaker`]: per model, opens at 50 % failures over 20 calls (10 minimum), 5 s doubling to 120 s, 3 probes | [`breaker`](Self::breaker) | [`without_breaker`](Self::without_breaker) |
+/// | budget | off (your TPM quota is yours to state) | [`budget`](Self::budget), [`token_budget`](Self::token_budget) | [`without_budget`](Self::without_budget) |
+/// | classify | [`DefaultClassify`]: `aws-sdk-bedrockruntime` errors | [`classify`](Self::classify) | [`without_classify`](Self::without_classify) (for services whose errors are already `Classified`) |
+///
+/// The settings [`window`](Self::window), [`seed`](Self::seed) and
+/// [`clock`](Self::clock) reach the default layers only; a [`Custom`] layer
+/// is used exactly as given.
+pub struct StackBuilder<F = Off, R = DefaultRetry, B = DefaultBreaker, T = Off, C = DefaultClassify>
+{
+    settings: StackSettings,
+    fallback: F,
+    retry: R,
+    breaker: B,
+    budget: T,
+    classify: C,
+}
+
+impl<F: fmt::Debug, R: fmt::Debug, B: fmt::Debug, T: fmt::Debug, C: fmt::Debug> fmt::Debug
+    for StackBuilder<F, R, B, T, C>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("settings", &self.settings)
+            .field("fallback", &self.fallback)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("budget", &self.budget)
+            .field("classify", &self.classify)
+            .finish()
+    }
+}
+
+impl StackBuilder {
+    /// The defaults: retry, breaker and classify on; fallback and budget
+    /// off until given a chain and a quota.
+    pub fn new() -> Self {
+        StackBuilder {
+            settings: StackSettings::default(),
+            fallback: Off,
+            retry: DefaultRetry,
+            breaker: DefaultBreaker,
+            budget: Off,
+            classify: DefaultClassify,
+        }
+    }
+}
+
+impl Default for StackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
+    /// The quota window the default retry layer aligns its throttle retries
+    /// on (60 s by default; shorter for compressed-time demos and tests).
+    #[must_use]
+    pub fn window(mut self, window: Duration) -> Self {
+        self.settings.window = window;
+        self
+    }
+
+    /// Seeds the default retry layer's and breaker's random draws.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.settings.seed = Some(seed);
+        self
+    }
+
+    /// The clock the default retry layer reads the window phase from.
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.settings.clock = Some(clock);
+        self
+    }
+
+    /// The settings given to the default layers.
+    pub fn settings(&self) -> &StackSettings {
+        &self.settings
+    }
+
+    /// Replaces the fallback slot with a layer of yours (a
+    /// [`ModelFallbackLayer`] built with its own builder, or any layer).
+    pub fn fallback<L>(self, layer: L) -> StackBuilder<Custom<L>, R, B, T, C> {
+        self.with_fallback(Custom(layer))
+    }
+
+    /// Falls back along `chain` (one chain per primary model id; replaces
+    /// any chain given before).
+    pub fn fallback_chain<Req>(self, chain: Chain<Req>) -> StackBuilder<Chains<Req>, R, B, T, C> {
+        self.with_fallback(Chains(vec![chain]))
+    }
+
+    /// Falls back along these chains, one per primary model id.
+    pub fn fallback_chains<Req, I>(self, chains: I) -> StackBuilder<Chains<Req>, R, B, T, C>
+    where
+        I: IntoIterator<Item = Chain<Req>>,
+    {
+        self.with_fallback(Chains(chains.into_iter().collect()))
+    }
+
+    /// Leaves the fallback layer out.
+    pub fn without_fallback(self) -> StackBuilder<Off, R, B, T, C> {
+        self.with_fallback(Off)
+    }
+
+    fn with_fallback<F2>(self, fallback: F2) -> StackBuilder<F2, R, B, T, C> {
+        StackBuilder {
+            settings: self.settings,
+            fallback,
+            retry: self.retry,
+            breaker: self.breaker,
+            budget: self.budget,
+            classify: self.classify,
+        }
+    }
+
+    /// Replaces the retry slot with a layer of yours.
+    pub fn retry<L>(self, layer: L) -> StackBuilder<F, Custom<L>, B, T, C> {
+        self.with_retry(Custom(layer))
+    }
+
+    /// Leaves the retry layer out.
+    pub fn without_retry(self) -> StackBuilder<F, Off, B, T, C> {
+        self.with_retry(Off)
+    }
+
+    fn with_retry<R2>(self, retry: R2) -> StackBuilder<F, R2, B, T, C> {
+        StackBuilder {
+            settings: self.settings,
+            fallback: self.fallback,
+            retry,
+            breaker: self.breaker,
+            budget: self.budget,
+            classify: self.classify,
+        }
+    }
+
+    /// Replaces the breaker slot with a layer of yours (keep its
+    /// [`CircuitBreakHandle`](tower_bedrock_breaker::CircuitBreakHandle) to
+    /// watch or force the breakers).
+    pub fn breaker<L>(self, layer: L) -> StackBuilder<F, R, Custom<L>, T, C> {
+        self.with_breaker(Custom(layer))
+    }
+
+    /// Leaves the breaker out.
+    pub fn without_breaker(self) -> StackBuilder<F, R, Off, T, C> {
+        self.with_breaker(Off)
+    }
+
+    fn with_breaker<B2>(self, breaker: B2) -> StackBuilder<F, R, B2, T, C> {
+        StackBuilder {
+            settings: self.settings,
+            fallback: self.fallback,
+            retry: self.retry,
+            breaker,
+            budget: self.budget,
+            classify: self.classify,
+        }
+    }
+
+    /// Replaces the budget slot with a layer of yours (typically
+    /// `budget.layer()` or `budget.tenant(name, weight)?.layer()`).
+    pub fn budget<L>(self, layer: L) -> StackBuilder<F, R, B, Custom<L>, C> {
+        self.with_budget(Custom(layer))
+    }
+
+    /// Admits requests against `budget`, as its default tenant.
+    pub fn token_budget<St: BudgetStore>(
+        self,
+        budget: &Budget<St>,
+    ) -> StackBuilder<F, R, B, Custom<TokenBudgetLayer<St>>, C> {
+        self.with_budget(Custom(budget.layer()))
+    }
+
+    /// Leaves the budget out.
+    pub fn without_budget(self) -> StackBuilder<F, R, B, Off, C> {
+        self.with_budget(Off)
+    }
+
+    fn with_budget<T2>(self, budget: T2) -> StackBuilder<F, R, B, T2, C> {
+        StackBuilder {
+            settings: self.settings,
+            fallback: self.fallback,
+            retry: self.retry,
+            breaker: self.breaker,
+            budget,
+            classify: self.classify,
+        }
+    }
+
+    /// Replaces the classify slot (for a service whose errors are not the
+    /// SDK's: `ThrottleClassifyLayer::new().classifier(|e: &MyError| ...)`).
+    pub fn classify<L>(self, layer: L) -> StackBuilder<F, R, B, T, Custom<L>> {
+        self.with_classify(Custom(layer))
+    }
+
+    /// Leaves the classifier out: the inner service's errors must already
+    /// implement [`Classified`](tower_bedrock_core::Classified) and
+    /// `From<Rejection>`.
+    pub fn without_classify(self) -> StackBuilder<F, R, B, T, Off> {
+        self.with_classify(Off)
+    }
+
+    fn with_classify<C2>(self, classify: C2) -> StackBuilder<F, R, B, T, C2> {
+        StackBuilder {
+            settings: self.settings,
+            fallback: self.fallback,
+            retry: self.retry,
+            breaker: self.breaker,
+            budget: self.budget,
+            classify,
+        }
+    }
+}
+
+impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot> StackBuilder<F, R, B, T, C> {
+    /// Builds every slot into one [`Layer`] (cheap to clone; clones and the
+    /// services they make share the layers' state: breakers, budgets, the
+    /// retry budget).
+    #[allow(clippy::type_complexity)]
+    pub fn into_layer(
+        self,
+    ) -> Result<BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer>, BuildError>
+    {
+        let s = &self.settings;
+        Ok(BedrockStackLayer {
+            fallback: self.fallback.resolve(s)?,
+            retry: self.retry.resolve(s)?,
+            breaker: self.breaker.resolve(s)?,
+            budget: self.budget.resolve(s)?,
+            classify: self.classify.resolve(s)?,
+        })
+    }
+
+    /// Builds the stack over `inner` and boxes it into a
+    /// [`BoxCloneService`], easy to keep in application state. (`X`, the
+    /// unboxed service, is inferred.)
+    #[allow(clippy::type_complexity)]
+    pub fn service<S, Req, X>(
+        self,
+        inner: S,
+    ) -> Result<BoxCloneService<Req, X::Response, X::Error>, BuildError>
+    where
+        BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer>: Layer<S, Service = X>,
+        X: Service<Req> + Clone + Send + 'static,
+        X::Future: Send + 'static,
+    {
+        Ok(BoxCloneService::new(self.into_layer()?.layer(inner)))
+    }
+}
+
+/// The five layers of the preset stack, composed outermost first: fallback,
+/// retry, breaker, budget, classify. Left-out slots are [`Identity`].
+#[derive(Debug, Clone)]
+pub struct BedrockStackLayer<F, R, B, T, C> {
+    fallback: F,
+    retry: R,
+    breaker: B,
+    budget: T,
+    classify: C,
+}
+
+impl<F, R, B, T, C> BedrockStackLayer<F, R, B, T, C> {
+    /// The fallback layer.
+    pub fn fallback_layer(&self) -> &F {
+        &self.fallback
+    }
+
+    /// The retry layer (its retry budget is shared by every service).
+    pub fn retry_layer(&self) -> &R {
+        &self.retry
+    }
+
+    /// The breaker layer (`breaker_layer().handle()` watches the breakers).
+    pub fn breaker_layer(&self) -> &B {
+        &self.breaker
+    }
+
+    /// The budget layer (`budget_layer().budget()` reads the windows).
+    pub fn budget_layer(&self) -> &T {
+        &self.budget
+    }
+
+    /// The classify layer.
+    pub fn classify_layer(&self) -> &C {
+        &self.classify
+    }
+
+    /// Builds the stack over `inner` and boxes it into a
+    /// [`BoxCloneService`]. (`X`, the unboxed service, is inferred.)
+    pub fn boxed<S, Req, X>(&self, inner: S) -> BoxCloneService<Req, X::Response, X::Error>
+    where
+        Self: Layer<S, Service = X>,
+        X: Service<Req> + Clone + Send + 'static,
+        X::Future: Send + 'static,
+    {
+        BoxCloneService::new(self.layer(inner))
+    }
+}
+
+impl<S, F, R, B, T, C> Layer<S> for BedrockStackLayer<F, R, B, T, C>
+where
+    C: Layer<S>,
+    T: Layer<C::Service>,
+    B: Layer<T::Service>,
+    R: Layer<B::Service>,
+    F: Layer<R::Service>,
+{
+    type Service = F::Service;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let classified = self.classify.layer(inner);
+        let budgeted = self.budget.layer(classified);
+        let guarded = self.breaker.layer(budgeted);
+        let retried = self.retry.layer(guarded);
+        self.fallback.layer(retried)
+    }
+}

@@ -1,0 +1,486 @@
+//! The preset stack over mock services, under paused time: order of the
+//! layers, each slot on, off and replaced, typed build errors, poll_ready
+//! before every call, shared state across clones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::{Service, ServiceExt};
+use tower_bedrock::breaker::{CircuitBreakLayer, CircuitState};
+use tower_bedrock::budget::Budget;
+use tower_bedrock::classify::{ThrottleClassifyLayer, classify_parts};
+use tower_bedrock::core::{
+    CallReport, Classification, Classified, ClassifiedError, Clock, ErrorClass, LocalRejection,
+    ModelRequest, ReportsUsage, ThrottleKind, TokenDemand, UnavailableKind, Usage,
+};
+use tower_bedrock::fallback::{Chain, Target};
+use tower_bedrock::retry::QuotaAlignedRetryLayer;
+use tower_bedrock::stack::BuildError;
+
+const PRIMARY: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+const SECONDARY: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+
+#[derive(Clone, Debug)]
+struct Ask {
+    model: String,
+    input: u64,
+    max_tokens: u64,
+    report: Option<CallReport>,
+}
+
+impl Ask {
+    fn new(model: &str) -> Self {
+        Ask {
+            model: model.to_owned(),
+            input: 100,
+            max_tokens: 100,
+            report: None,
+        }
+    }
+    fn reported(mut self) -> (Self, CallReport) {
+        let r = CallReport::new();
+        self.report = Some(r.clone());
+        (self, r)
+    }
+}
+
+impl ModelRequest for Ask {
+    fn model_id(&self) -> &str {
+        &self.model
+    }
+    fn set_model_id(&mut self, id: &str) {
+        self.model = id.to_owned();
+    }
+    fn token_demand(&self) -> TokenDemand {
+        TokenDemand {
+            input_tokens: self.input,
+            max_output_tokens: Some(self.max_tokens),
+        }
+    }
+    fn set_max_output_tokens(&mut self, n: u64) {
+        self.max_tokens = n;
+    }
+    fn report(&self) -> Option<&CallReport> {
+        self.report.as_ref()
+    }
+}
+
+#[derive(Debug)]
+struct Answer {
+    model: String,
+}
+
+impl ReportsUsage for Answer {
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage::new(100, 10))
+    }
+}
+
+/// What a mock Bedrock answers, per model, in order (the last one repeats).
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Ok,
+    Overloaded,
+    TooManyTokens,
+    Unavailable,
+    Validation,
+}
+
+#[derive(Debug)]
+struct WireError {
+    status: u16,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.code)
+    }
+}
+impl std::error::Error for WireError {}
+
+fn classify_wire(e: &WireError) -> Classification {
+    classify_parts(Some(e.status), Some(e.code), Some(e.message))
+}
+
+/// A mock Bedrock: scripted replies per model, counts readiness checks and
+/// calls (clones share the counters).
+#[derive(Clone)]
+struct Mock {
+    primary: Arc<Vec<Reply>>,
+    secondary: Arc<Vec<Reply>>,
+    calls_primary: Arc<AtomicU32>,
+    calls_secondary: Arc<AtomicU32>,
+    ready: Arc<AtomicU32>,
+    /// Calls made without a `poll_ready` returning `Ready` first.
+    unready_calls: Arc<AtomicU32>,
+    is_ready: bool,
+}
+
+impl Mock {
+    fn new(primary: &[Reply], secondary: &[Reply]) -> Self {
+        Mock {
+            primary: Arc::new(primary.to_vec()),
+            secondary: Arc::new(secondary.to_vec()),
+            calls_primary: Arc::default(),
+            calls_secondary: Arc::default(),
+            ready: Arc::default(),
+            unready_calls: Arc::default(),
+            is_ready: false,
+        }
+    }
+    fn primary_calls(&self) -> u32 {
+        self.calls_primary.load(Ordering::SeqCst)
+    }
+    fn secondary_calls(&self) -> u32 {
+        self.calls_secondary.load(Ordering::SeqCst)
+    }
+}
+
+impl Service<Ask> for Mock {
+    type Response = Answer;
+    type Error = WireError;
+    type Future = std::future::Ready<Result<Answer, WireError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), WireError>> {
+        self.ready.fetch_add(1, Ordering::SeqCst);
+        self.is_ready = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Ask) -> Self::Future {
+        if !std::mem::replace(&mut self.is_ready, false) {
+            self.unready_calls.fetch_add(1, Ordering::SeqCst);
+        }
+        let (script, counter) = if req.model == PRIMARY {
+            (&self.primary, &self.calls_primary)
+        } else {
+            (&self.secondary, &self.calls_secondary)
+        };
+        let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
+        let reply = script[n.min(script.len() - 1)];
+        let err = |status, code, message| {
+            Err(WireError {
+                status,
+                code,
+                message,
+            })
+        };
+        std::future::ready(match reply {
+            Reply::Ok => Ok(Answer { model: req.model }),
+            Reply::Overloaded => err(
+                429,
+                "ThrottlingException",
+                "Model is currently overloaded. Please try again later.",
+            ),
+            Reply::TooManyTokens => err(
+                429,
+                "ThrottlingException",
+                "Too many tokens, please wait before trying again.",
+            ),
+            Reply::Unavailable => err(
+                503,
+                "ServiceUnavailableException",
+                "Service temporarily unavailable, please try again.",
+            ),
+            Reply::Validation => err(400, "ValidationException", "Malformed input request."),
+        })
+    }
+}
+
+fn classify() -> ThrottleClassifyLayer<fn(&WireError) -> Classification> {
+    ThrottleClassifyLayer::new().classifier(classify_wire as fn(&WireError) -> Classification)
+}
+
+fn chain() -> Chain<Ask> {
+    Chain::new()
+        .then(PRIMARY)
+        .then(Target::new(SECONDARY).max_tokens(50))
+}
+
+/// 50 s into a minute, so that a throttle retry waits for the next window.
+fn clock() -> Clock {
+    Clock::starting_at(Duration::from_secs(1_700_000_000 - 1_700_000_000 % 60 + 50))
+}
+
+#[tokio::test(start_paused = true)]
+async fn overload_falls_back_and_the_primary_breaker_opens() {
+    let mock = Mock::new(&[Reply::Overloaded], &[Reply::Ok]);
+    let breaker = CircuitBreakLayer::builder()
+        .consecutive_failures(3)
+        .open_duration(Duration::from_secs(30))
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let mut svc = tower_bedrock::stack()
+        .seed(1)
+        .clock(clock())
+        .fallback_chain(chain())
+        .breaker(breaker)
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+
+    for i in 0..6 {
+        let (ask, report) = Ask::new(PRIMARY).reported();
+        let answer = svc.ready().await.unwrap().call(ask).await.unwrap();
+        assert_eq!(answer.model, SECONDARY, "call {i}");
+        let s = report.summary();
+        assert!(s.degraded());
+        assert_eq!(s.served_by.as_deref(), Some(SECONDARY));
+    }
+    // Overload is not retried (left to the fallback): one primary call per
+    // request until the breaker opened after 3; then none at all.
+    assert_eq!(mock.primary_calls(), 3);
+    assert_eq!(mock.secondary_calls(), 6);
+    assert_eq!(handle.get(PRIMARY).unwrap().state, CircuitState::Open);
+    assert_eq!(mock.unready_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_throttles_are_retried_after_the_window_opens() {
+    let mock = Mock::new(&[Reply::TooManyTokens, Reply::Ok], &[Reply::Ok]);
+    let mut svc = tower_bedrock::stack()
+        .seed(2)
+        .clock(clock())
+        .fallback_chain(chain())
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+    let (ask, report) = Ask::new(PRIMARY).reported();
+    let start = tokio::time::Instant::now();
+    let answer = svc.ready().await.unwrap().call(ask).await.unwrap();
+    assert_eq!(answer.model, PRIMARY);
+    let waited = start.elapsed();
+    // 10 s to the next minute, then 1 to 5 s into it.
+    assert!(
+        waited >= Duration::from_secs(11) && waited <= Duration::from_secs(15),
+        "{waited:?}"
+    );
+    assert_eq!(report.summary().attempts, 2);
+    assert!(!report.summary().degraded());
+    assert_eq!(mock.primary_calls(), 2);
+    assert_eq!(mock.secondary_calls(), 0);
+    // poll_ready before every call, the retry included.
+    assert_eq!(mock.unready_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_budget_moves_on_to_the_fallback_without_calling_the_primary() {
+    let mock = Mock::new(&[Reply::Ok], &[Reply::Ok]);
+    // Room for one primary call per window, not two: a call reserves
+    // 100 + 100 x 5 (Claude 4 burndown) and settles to 100 + 10 x 5.
+    let budget = Budget::builder()
+        .tokens_per_window(700)
+        .max_wait(Duration::ZERO)
+        .build()
+        .unwrap();
+    let mut svc = tower_bedrock::stack()
+        .seed(3)
+        .clock(clock())
+        .fallback_chain(chain())
+        .token_budget(&budget)
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+    let first = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Ask::new(PRIMARY))
+        .await
+        .unwrap();
+    assert_eq!(first.model, PRIMARY);
+    let (ask, report) = Ask::new(PRIMARY).reported();
+    let second = svc.ready().await.unwrap().call(ask).await.unwrap();
+    assert_eq!(second.model, SECONDARY);
+    let s = report.summary();
+    assert_eq!(s.tried.len(), 1);
+    assert_eq!(
+        s.tried[0].class,
+        ErrorClass::Local(LocalRejection::BudgetExhausted)
+    );
+    assert_eq!(mock.primary_calls(), 1);
+    // The fallback target was capped to 50 output tokens, and settled.
+    assert_eq!(budget.snapshot(SECONDARY).unwrap().tokens, 110);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_are_returned_as_is() {
+    let mock = Mock::new(&[Reply::Validation], &[Reply::Ok]);
+    let mut svc = tower_bedrock::stack()
+        .seed(4)
+        .fallback_chain(chain())
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Ask::new(PRIMARY))
+        .await
+        .unwrap_err();
+    assert!(matches!(err.class(), ErrorClass::Client(_)));
+    assert_eq!(err.inner().unwrap().code, "ValidationException");
+    assert_eq!(err.context().unwrap().attempts, 1);
+    assert_eq!(mock.secondary_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_can_be_left_out() {
+    // A service whose errors are already classified: no classifier, no
+    // retry, no breaker: the error comes back from the first call.
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    let inner = tower::service_fn(move |_: Ask| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async {
+            let c = Classification::new(ErrorClass::Unavailable(UnavailableKind::Service))
+                .with_status(503);
+            Err::<Answer, _>(ClassifiedError::new(std::io::Error::other("down"), c))
+        }
+    });
+    let mut svc = tower_bedrock::stack()
+        .without_retry()
+        .without_breaker()
+        .without_classify()
+        .service(inner)
+        .unwrap();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Ask::new(PRIMARY))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.class(),
+        ErrorClass::Unavailable(UnavailableKind::Service)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailability_is_retried_by_the_default_retry() {
+    let mock = Mock::new(&[Reply::Unavailable, Reply::Unavailable, Reply::Ok], &[]);
+    let mut svc = tower_bedrock::stack()
+        .seed(5)
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+    let (ask, report) = Ask::new(PRIMARY).reported();
+    let answer = svc.ready().await.unwrap().call(ask).await.unwrap();
+    assert_eq!(answer.model, PRIMARY);
+    assert_eq!(report.summary().attempts, 3);
+    assert_eq!(mock.unready_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_breakers_and_budgets() {
+    let mock = Mock::new(&[Reply::Unavailable], &[Reply::Ok]);
+    let layer = tower_bedrock::stack()
+        .seed(6)
+        .breaker(
+            CircuitBreakLayer::builder()
+                .consecutive_failures(2)
+                .build()
+                .unwrap(),
+        )
+        .retry(
+            QuotaAlignedRetryLayer::builder()
+                .max_attempts(1)
+                .seed(6)
+                .build()
+                .unwrap(),
+        )
+        .classify(classify())
+        .into_layer()
+        .unwrap();
+    let handle = layer.breaker_layer().handle();
+    let mut a = layer.boxed(mock.clone());
+    let mut b = a.clone();
+    for svc in [&mut a, &mut b] {
+        let e = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Ask::new(PRIMARY))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Unavailable(UnavailableKind::Service));
+    }
+    assert_eq!(handle.get(PRIMARY).unwrap().state, CircuitState::Open);
+    // A third service made by the same layer sees the open breaker too.
+    let mut c = layer.boxed(mock.clone());
+    let e = c
+        .ready()
+        .await
+        .unwrap()
+        .call(Ask::new(PRIMARY))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Local(LocalRejection::CircuitOpen));
+    assert_eq!(mock.primary_calls(), 2);
+}
+
+#[test]
+fn bad_configuration_fails_at_build_time_with_a_typed_error() {
+    let mock = Mock::new(&[Reply::Ok], &[Reply::Ok]);
+    let empty = tower_bedrock::stack()
+        .fallback_chain(Chain::<Ask>::new())
+        .classify(classify())
+        .service::<_, Ask, _>(mock.clone());
+    assert!(matches!(
+        empty.map(|_| ()),
+        Err(BuildError::Fallback(
+            tower_bedrock::fallback::error::BuildError::EmptyChain
+        ))
+    ));
+    let zero_window = tower_bedrock::stack()
+        .window(Duration::ZERO)
+        .classify(classify())
+        .service::<_, Ask, _>(mock);
+    let err = zero_window.map(|_| ()).unwrap_err();
+    assert!(matches!(
+        err,
+        BuildError::Retry(tower_bedrock::retry::BuildError::ZeroWindow)
+    ));
+    assert!(err.to_string().starts_with("retry layer:"));
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_in_the_emitted_classes() {
+    // The default classify slot is the SDK classifier; a throttle read by
+    // a custom classifier keeps its kind through the whole stack.
+    let mock = Mock::new(&[Reply::TooManyTokens], &[]);
+    let mut svc = tower_bedrock::stack()
+        .seed(8)
+        .clock(clock())
+        .retry(
+            QuotaAlignedRetryLayer::builder()
+                .max_attempts(2)
+                .clock(clock())
+                .seed(8)
+                .build()
+                .unwrap(),
+        )
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Ask::new(PRIMARY))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Throttled(ThrottleKind::TokenRate));
+    assert_eq!(err.context().unwrap().attempts, 2);
+    assert_eq!(mock.primary_calls(), 2);
+}
