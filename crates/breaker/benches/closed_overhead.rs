@@ -1,6 +1,7 @@
 //! Closed-state overhead per call: a bare service, `CircuitBreak`, and
 //! tower-resilience's circuit breaker, from one thread and from two threads
-//! sharing the breaker.
+//! sharing the breaker; and, for comparison, the cost of a rejection by an
+//! open breaker.
 //!
 //! Futures are driven by a minimal spin `block_on` outside any tokio
 //! runtime, the same way for every contender (the inner service is ready
@@ -143,5 +144,26 @@ fn two_thread(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, single_thread, two_thread);
+/// For comparison: the cost of a rejection by an open breaker (building
+/// the error included).
+fn open_rejection(c: &mut Criterion) {
+    let mut g = c.benchmark_group("open_reject_1_thread");
+    let layer = CircuitBreakLayer::builder()
+        .build()
+        .expect("valid settings");
+    assert!(layer.handle().force_open(MODEL));
+    let mut svc = layer.layer(inner());
+    assert!(!one_call(&mut svc));
+    g.bench_function("tower_bedrock_breaker", |b| b.iter(|| one_call(&mut svc)));
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .build_with_handle()
+        .expect("valid settings");
+    block_on(handle.force_open());
+    let mut svc = layer.layer(inner());
+    assert!(!one_call(&mut svc));
+    g.bench_function("tower_resilience", |b| b.iter(|| one_call(&mut svc)));
+    g.finish();
+}
+
+criterion_group!(benches, single_thread, two_thread, open_rejection);
 criterion_main!(benches);
