@@ -61,12 +61,13 @@
 //!         .build()?
 //!         .into())
 //! };
-//! let answer = svc.ready().await?.call(ask()?).await?;
+//! // One service serves every operation: name the request type to call.
+//! let answer = ServiceExt::<ConverseRequest>::ready(&mut svc).await?.call(ask()?).await?;
 //! assert_eq!(answer.usage(), Some(Usage::new(3, 8)));
 //!
 //! // An overloaded model: the SDK's own error, classified.
 //! emulator.set_faults(vec![FaultRule::new(FaultKind::Overloaded)])?;
-//! let err = svc.ready().await?.call(ask()?).await.unwrap_err();
+//! let err = svc.clone().oneshot(ask()?).await.unwrap_err();
 //! assert_eq!(err.class(), ErrorClass::Throttled(ThrottleKind::ModelOverloaded));
 //! assert!(err.inner().unwrap().as_service_error().unwrap().is_throttling_exception());
 //! # Ok(())
