@@ -1,0 +1,236 @@
+//! The Lua scripts that keep the windows in Redis: the same ring of
+//! sub-window counters as the in-memory store, computed server-side.
+//!
+//! Each window is one hash: field `h` is the newest slot, `s` the running
+//! sum of the live slots, and one field per live slot (its absolute number,
+//! in wall-clock sub-windows since the UNIX epoch) with its count. Advancing
+//! the head removes the slots that fell out of the ring, exactly as
+//! `Ring::advance` does in memory: O(1) amortised per admission. Every call
+//! refreshes the hashes' expiry (two ring spans), so an idle key disappears.
+//!
+//! Slot numbers are written with `%d`: Lua's default number formatting
+//! switches to exponents beyond 14 digits.
+
+use redis::Script;
+
+/// Functions shared by the scripts.
+const COMMON: &str = r#"
+local function f(x) return string.format('%d', x) end
+local function now_us(arg)
+  local n = tonumber(arg)
+  if n < 0 then
+    local t = redis.call('TIME')
+    n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return n
+end
+-- Moves the ring's head to `slot` (never backwards); returns head, sum.
+local function advance(key, slot, K)
+  local hs = redis.call('HMGET', key, 'h', 's')
+  local h = tonumber(hs[1])
+  if not h then
+    redis.call('HSET', key, 'h', f(slot), 's', '0')
+    return slot, 0
+  end
+  local s = tonumber(hs[2]) or 0
+  if slot <= h then return h, s end
+  if slot - h >= K + 1 then
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'h', f(slot), 's', '0')
+    return slot, 0
+  end
+  for x = h + 1, slot do
+    local old = f(x - K - 1)
+    local v = redis.call('HGET', key, old)
+    if v then
+      s = s - tonumber(v)
+      redis.call('HDEL', key, old)
+    end
+  end
+  redis.call('HSET', key, 'h', f(slot), 's', f(s))
+  return slot, s
+end
+local function live(slot, h, K) return slot <= h and slot + K >= h end
+-- Adds to `slot` if it is live, else to the head.
+local function add(key, slot, h, K, s, amount)
+  if amount <= 0 then return s end
+  local target = slot
+  if not live(slot, h, K) then target = h end
+  redis.call('HINCRBY', key, f(target), f(amount))
+  s = s + amount
+  redis.call('HSET', key, 's', f(s))
+  return s
+end
+-- Removes up to `amount` from `slot` if it is still live.
+local function sub(key, slot, h, K, s, amount)
+  if amount <= 0 or not live(slot, h, K) then return s end
+  local field = f(slot)
+  local v = tonumber(redis.call('HGET', key, field)) or 0
+  local take = math.min(amount, v)
+  if take <= 0 then return s end
+  if take == v then
+    redis.call('HDEL', key, field)
+  else
+    redis.call('HINCRBY', key, field, f(-take))
+  end
+  s = s - take
+  redis.call('HSET', key, 's', f(s))
+  return s
+end
+local function adjust(key, slot, h, K, s, reserved, actual)
+  if actual < reserved then return sub(key, slot, h, K, s, reserved - actual) end
+  return add(key, slot, h, K, s, actual - reserved)
+end
+-- The first slot after the head at which the sum will be <= target.
+local function slot_with_room(key, h, s, K, target)
+  if s <= target then return nil end
+  local fields = {}
+  local first = math.max(h - K, 0)
+  for x = first, h do fields[#fields + 1] = f(x) end
+  local vals = redis.call('HMGET', key, unpack(fields))
+  local remaining = s
+  for i, v in ipairs(vals) do
+    remaining = remaining - (tonumber(v) or 0)
+    if remaining <= target then return first + i - 1 + K + 1 end
+  end
+  return h + K + 1
+end
+"#;
+
+/// Reservation. KEYS: tokens, requests, day hashes. ARGV: now_us (-1 for
+/// the server's clock), g_us, K, day_g_us, day_K, limit_tokens,
+/// limit_requests (-1 none), limit_day (-1 none), charge_tokens,
+/// charge_requests, ttl_ms, day_ttl_ms.
+///
+/// Returns `{1, slot, day_slot, now_us, tokens, requests, day}` when
+/// admitted, `{0, window (1 tokens, 2 requests, 3 day), room_us (-1 never),
+/// now_us, tokens, requests, day}` when refused.
+const RESERVE: &str = r#"
+local now = now_us(ARGV[1])
+local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local lt, lr, ld = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local ct, cr = tonumber(ARGV[9]), tonumber(ARGV[10])
+local slot, dslot = math.floor(now / g), math.floor(now / dg)
+local th, ts = advance(KEYS[1], slot, K)
+local rh, rs = advance(KEYS[2], slot, K)
+local dh, ds = advance(KEYS[3], dslot, dK)
+redis.call('PEXPIRE', KEYS[1], ARGV[11])
+redis.call('PEXPIRE', KEYS[2], ARGV[11])
+redis.call('PEXPIRE', KEYS[3], ARGV[12])
+local checks = {
+  {1, KEYS[1], th, ts, lt, ct, K, g},
+  {2, KEYS[2], rh, rs, lr, cr, K, g},
+  {3, KEYS[3], dh, ds, ld, ct, dK, dg},
+}
+local refused, kind, room = false, 0, nil
+for _, c in ipairs(checks) do
+  local lim, amount = c[5], c[6]
+  if lim >= 0 and c[4] + amount > lim then
+    local at = nil
+    if lim >= amount then
+      local x = slot_with_room(c[2], c[3], c[4], c[7], lim - amount) or (c[3] + 1)
+      at = x * c[8]
+    end
+    local later
+    if not refused then later = true
+    elseif at ~= nil then later = (room ~= nil and at > room)
+    else later = true end
+    if later then kind = c[1]; room = at end
+    refused = true
+  end
+end
+if refused then return {0, kind, room or -1, now, ts, rs, ds} end
+ts = add(KEYS[1], slot, th, K, ts, ct)
+rs = add(KEYS[2], slot, rh, K, rs, cr)
+ds = add(KEYS[3], dslot, dh, dK, ds, ct)
+local used, dused = slot, dslot
+if not live(slot, th, K) then used = th end
+if not live(dslot, dh, dK) then dused = dh end
+return {1, used, dused, now, ts, rs, ds}
+"#;
+
+/// Settlement (also the merge of a degraded period's local charges).
+/// KEYS: tokens, requests, day, applied-sequence hash. ARGV: now_us, g_us,
+/// K, day_g_us, day_K, slot (-1: the current one), day_slot (-1),
+/// reserved_tokens, reserved_requests, reserved_day, actual_tokens,
+/// actual_requests, actual_day, ttl_ms, day_ttl_ms, instance field, seq.
+///
+/// Idempotent: the instance's sequence number for this key is recorded,
+/// and a settlement whose number is not above the recorded one (a replay
+/// after a lost reply) is skipped. Returns `{applied, slot, day_slot,
+/// now_us, tokens, requests, day}`.
+const SETTLE: &str = r#"
+local now = now_us(ARGV[1])
+local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cur, dcur = math.floor(now / g), math.floor(now / dg)
+local th, ts = advance(KEYS[1], cur, K)
+local rh, rs = advance(KEYS[2], cur, K)
+local dh, ds = advance(KEYS[3], dcur, dK)
+redis.call('PEXPIRE', KEYS[1], ARGV[14])
+redis.call('PEXPIRE', KEYS[2], ARGV[14])
+redis.call('PEXPIRE', KEYS[3], ARGV[15])
+local seq = tonumber(ARGV[17])
+local last = tonumber(redis.call('HGET', KEYS[4], ARGV[16])) or 0
+if seq <= last then return {0, -1, -1, now, ts, rs, ds} end
+redis.call('HSET', KEYS[4], ARGV[16], ARGV[17])
+redis.call('PEXPIRE', KEYS[4], ARGV[15])
+local slot, dslot = tonumber(ARGV[6]), tonumber(ARGV[7])
+if slot < 0 then slot = th end
+if dslot < 0 then dslot = dh end
+ts = adjust(KEYS[1], slot, th, K, ts, tonumber(ARGV[8]), tonumber(ARGV[11]))
+rs = adjust(KEYS[2], slot, rh, K, rs, tonumber(ARGV[9]), tonumber(ARGV[12]))
+ds = adjust(KEYS[3], dslot, dh, dK, ds, tonumber(ARGV[10]), tonumber(ARGV[13]))
+return {1, slot, dslot, now, ts, rs, ds}
+"#;
+
+/// A snapshot. KEYS: tokens, requests, day. ARGV: now_us, g_us, K,
+/// day_g_us, day_K, ttl_ms, day_ttl_ms. Returns `{now_us, tokens,
+/// requests, day}`.
+const SNAPSHOT: &str = r#"
+local now = now_us(ARGV[1])
+local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local _, ts = advance(KEYS[1], math.floor(now / g), K)
+local _, rs = advance(KEYS[2], math.floor(now / g), K)
+local _, ds = advance(KEYS[3], math.floor(now / dg), dK)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+return {now, ts, rs, ds}
+"#;
+
+/// Instance heartbeat. KEYS: the instances sorted set. ARGV: member,
+/// ttl_ms. Scores are expiry times on the server's clock; returns the
+/// number of live instances.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], string.format('%d', now + ttl), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', 2 * ttl))
+return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// The scripts, with their SHA1s.
+pub(crate) struct Scripts {
+    pub(crate) reserve: Script,
+    pub(crate) settle: Script,
+    pub(crate) snapshot: Script,
+    pub(crate) heartbeat: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        Scripts {
+            reserve: with_common(RESERVE),
+            settle: with_common(SETTLE),
+            snapshot: with_common(SNAPSHOT),
+            heartbeat: Script::new(HEARTBEAT),
+        }
+    }
+
+    pub(crate) fn all(&self) -> [&Script; 4] {
+        [&self.reserve, &self.settle, &self.snapshot, &self.heartbeat]
+    }
+}
