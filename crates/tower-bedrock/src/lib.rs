@@ -10,14 +10,15 @@
 //!     CircuitBreak         one breaker per model id; open => fast CircuitOpen
 //!       TokenBudget          admit against TPM/RPM/day windows; reserve, then settle
 //!         ThrottleClassify     SDK error -> ClassifiedError (class, hint, request id)
-//!           your service       the SDK client (its own retries disabled) or anything else
+//!           InvocationMetrics    invocations, latency, tokens per model (every attempt)
+//!             your service       the SDK client (its own retries disabled) or anything else
 //! ```
 //!
 //! Every attempt passes the breaker and the budget; an open breaker spends
 //! no budget; a retry does not hammer an open breaker; the fallback sees
 //! only what the retry could not fix.
 //!
-//! [`stack()`] starts a [`StackBuilder`]: each of the five slots is on with
+//! [`stack()`] starts a [`StackBuilder`]: each of the six slots is on with
 //! documented defaults, off, or replaced by a layer of yours (see the table
 //! on [`StackBuilder`]); [`StackBuilder::service`] returns a
 //! [`BoxCloneService`] for easy storage in application state. The layers are
@@ -127,6 +128,7 @@ pub use tower_bedrock_sdk as sdk;
 
 pub use tower::util::BoxCloneService;
 
+pub mod observe;
 pub mod stack;
 
 pub use stack::{BedrockStackLayer, BuildError, StackBuilder};

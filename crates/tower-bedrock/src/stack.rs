@@ -7,7 +7,8 @@
 //!     CircuitBreak       slot `breaker`   (on: crate defaults)
 //!       TokenBudget      slot `budget`    (off by default: needs your quota)
 //!         ThrottleClassify slot `classify` (on: SDK errors)
-//!           your service
+//!           InvocationMetrics slot `metrics` (on: invocations, latency, tokens)
+//!             your service
 //! ```
 //!
 //! Every slot holds a [`Slot`]: a default marker ([`DefaultRetry`],
@@ -29,6 +30,8 @@ use tower_bedrock_core::Clock;
 use tower_bedrock_fallback::{Chain, ModelFallbackLayer};
 use tower_bedrock_retry::{ModelRequestReport, QuotaAlignedRetryLayer};
 use tower_layer::{Identity, Layer};
+
+use crate::observe::InvocationMetricsLayer;
 use tower_service::Service;
 
 /// The quota window the defaults assume: Bedrock's per-minute quotas.
@@ -155,6 +158,18 @@ impl Slot for DefaultClassify {
     }
 }
 
+/// The default invocation-metrics slot: [`InvocationMetricsLayer`]
+/// (`bedrock_invocations_total`, latency and token counters per model).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultMetrics;
+
+impl Slot for DefaultMetrics {
+    type Layer = InvocationMetricsLayer;
+    fn resolve(self, _: &StackSettings) -> Result<InvocationMetricsLayer, BuildError> {
+        Ok(InvocationMetricsLayer::new())
+    }
+}
+
 /// A fallback slot holding chains, built into a [`ModelFallbackLayer`] with
 /// the fallback crate's default triggers.
 pub struct Chains<Req>(pub Vec<Chain<Req>>);
@@ -248,22 +263,30 @@ impl From<tower_bedrock_budget::BuildError> for BuildError {
 /// | breaker | [`DefaultBreaker`]: per model, opens at 50 % failures over 20 calls (10 minimum), 5 s doubling to 120 s, 3 probes | [`breaker`](Self::breaker) | [`without_breaker`](Self::without_breaker) |
 /// | budget | off (your TPM quota is yours to state) | [`budget`](Self::budget), [`token_budget`](Self::token_budget) | [`without_budget`](Self::without_budget) |
 /// | classify | [`DefaultClassify`]: `aws-sdk-bedrockruntime` errors | [`classify`](Self::classify) | [`without_classify`](Self::without_classify) (for services whose errors are already `Classified`) |
+/// | metrics | [`DefaultMetrics`]: invocations, latency, tokens per model, per attempt | [`metrics`](Self::metrics) | [`without_metrics`](Self::without_metrics) |
 ///
 /// The settings [`window`](Self::window), [`seed`](Self::seed) and
 /// [`clock`](Self::clock) reach the default layers only; a [`Custom`] layer
 /// is used exactly as given.
-pub struct StackBuilder<F = Off, R = DefaultRetry, B = DefaultBreaker, T = Off, C = DefaultClassify>
-{
+pub struct StackBuilder<
+    F = Off,
+    R = DefaultRetry,
+    B = DefaultBreaker,
+    T = Off,
+    C = DefaultClassify,
+    M = DefaultMetrics,
+> {
     settings: StackSettings,
     fallback: F,
     retry: R,
     breaker: B,
     budget: T,
     classify: C,
+    metrics: M,
 }
 
-impl<F: fmt::Debug, R: fmt::Debug, B: fmt::Debug, T: fmt::Debug, C: fmt::Debug> fmt::Debug
-    for StackBuilder<F, R, B, T, C>
+impl<F: fmt::Debug, R: fmt::Debug, B: fmt::Debug, T: fmt::Debug, C: fmt::Debug, M: fmt::Debug>
+    fmt::Debug for StackBuilder<F, R, B, T, C, M>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StackBuilder")
@@ -273,6 +296,7 @@ impl<F: fmt::Debug, R: fmt::Debug, B: fmt::Debug, T: fmt::Debug, C: fmt::Debug> 
             .field("breaker", &self.breaker)
             .field("budget", &self.budget)
             .field("classify", &self.classify)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -288,6 +312,7 @@ impl StackBuilder {
             breaker: DefaultBreaker,
             budget: Off,
             classify: DefaultClassify,
+            metrics: DefaultMetrics,
         }
     }
 }
@@ -298,7 +323,7 @@ impl Default for StackBuilder {
     }
 }
 
-impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
+impl<F, R, B, T, C, M> StackBuilder<F, R, B, T, C, M> {
     /// The quota window the default retry layer aligns its throttle retries
     /// on (60 s by default; shorter for compressed-time demos and tests).
     #[must_use]
@@ -328,18 +353,21 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
 
     /// Replaces the fallback slot with a layer of yours (a
     /// [`ModelFallbackLayer`] built with its own builder, or any layer).
-    pub fn fallback<L>(self, layer: L) -> StackBuilder<Custom<L>, R, B, T, C> {
+    pub fn fallback<L>(self, layer: L) -> StackBuilder<Custom<L>, R, B, T, C, M> {
         self.with_fallback(Custom(layer))
     }
 
     /// Falls back along `chain` (one chain per primary model id; replaces
     /// any chain given before).
-    pub fn fallback_chain<Req>(self, chain: Chain<Req>) -> StackBuilder<Chains<Req>, R, B, T, C> {
+    pub fn fallback_chain<Req>(
+        self,
+        chain: Chain<Req>,
+    ) -> StackBuilder<Chains<Req>, R, B, T, C, M> {
         self.with_fallback(Chains(vec![chain]))
     }
 
     /// Falls back along these chains, one per primary model id.
-    pub fn fallback_chains<Req, I>(self, chains: I) -> StackBuilder<Chains<Req>, R, B, T, C>
+    pub fn fallback_chains<Req, I>(self, chains: I) -> StackBuilder<Chains<Req>, R, B, T, C, M>
     where
         I: IntoIterator<Item = Chain<Req>>,
     {
@@ -347,11 +375,11 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
     }
 
     /// Leaves the fallback layer out.
-    pub fn without_fallback(self) -> StackBuilder<Off, R, B, T, C> {
+    pub fn without_fallback(self) -> StackBuilder<Off, R, B, T, C, M> {
         self.with_fallback(Off)
     }
 
-    fn with_fallback<F2>(self, fallback: F2) -> StackBuilder<F2, R, B, T, C> {
+    fn with_fallback<F2>(self, fallback: F2) -> StackBuilder<F2, R, B, T, C, M> {
         StackBuilder {
             settings: self.settings,
             fallback,
@@ -359,20 +387,21 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
             breaker: self.breaker,
             budget: self.budget,
             classify: self.classify,
+            metrics: self.metrics,
         }
     }
 
     /// Replaces the retry slot with a layer of yours.
-    pub fn retry<L>(self, layer: L) -> StackBuilder<F, Custom<L>, B, T, C> {
+    pub fn retry<L>(self, layer: L) -> StackBuilder<F, Custom<L>, B, T, C, M> {
         self.with_retry(Custom(layer))
     }
 
     /// Leaves the retry layer out.
-    pub fn without_retry(self) -> StackBuilder<F, Off, B, T, C> {
+    pub fn without_retry(self) -> StackBuilder<F, Off, B, T, C, M> {
         self.with_retry(Off)
     }
 
-    fn with_retry<R2>(self, retry: R2) -> StackBuilder<F, R2, B, T, C> {
+    fn with_retry<R2>(self, retry: R2) -> StackBuilder<F, R2, B, T, C, M> {
         StackBuilder {
             settings: self.settings,
             fallback: self.fallback,
@@ -380,22 +409,23 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
             breaker: self.breaker,
             budget: self.budget,
             classify: self.classify,
+            metrics: self.metrics,
         }
     }
 
     /// Replaces the breaker slot with a layer of yours (keep its
     /// [`CircuitBreakHandle`](tower_bedrock_breaker::CircuitBreakHandle) to
     /// watch or force the breakers).
-    pub fn breaker<L>(self, layer: L) -> StackBuilder<F, R, Custom<L>, T, C> {
+    pub fn breaker<L>(self, layer: L) -> StackBuilder<F, R, Custom<L>, T, C, M> {
         self.with_breaker(Custom(layer))
     }
 
     /// Leaves the breaker out.
-    pub fn without_breaker(self) -> StackBuilder<F, R, Off, T, C> {
+    pub fn without_breaker(self) -> StackBuilder<F, R, Off, T, C, M> {
         self.with_breaker(Off)
     }
 
-    fn with_breaker<B2>(self, breaker: B2) -> StackBuilder<F, R, B2, T, C> {
+    fn with_breaker<B2>(self, breaker: B2) -> StackBuilder<F, R, B2, T, C, M> {
         StackBuilder {
             settings: self.settings,
             fallback: self.fallback,
@@ -403,12 +433,13 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
             breaker,
             budget: self.budget,
             classify: self.classify,
+            metrics: self.metrics,
         }
     }
 
     /// Replaces the budget slot with a layer of yours (typically
     /// `budget.layer()` or `budget.tenant(name, weight)?.layer()`).
-    pub fn budget<L>(self, layer: L) -> StackBuilder<F, R, B, Custom<L>, C> {
+    pub fn budget<L>(self, layer: L) -> StackBuilder<F, R, B, Custom<L>, C, M> {
         self.with_budget(Custom(layer))
     }
 
@@ -416,16 +447,16 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
     pub fn token_budget<St: BudgetStore>(
         self,
         budget: &Budget<St>,
-    ) -> StackBuilder<F, R, B, Custom<TokenBudgetLayer<St>>, C> {
+    ) -> StackBuilder<F, R, B, Custom<TokenBudgetLayer<St>>, C, M> {
         self.with_budget(Custom(budget.layer()))
     }
 
     /// Leaves the budget out.
-    pub fn without_budget(self) -> StackBuilder<F, R, B, Off, C> {
+    pub fn without_budget(self) -> StackBuilder<F, R, B, Off, C, M> {
         self.with_budget(Off)
     }
 
-    fn with_budget<T2>(self, budget: T2) -> StackBuilder<F, R, B, T2, C> {
+    fn with_budget<T2>(self, budget: T2) -> StackBuilder<F, R, B, T2, C, M> {
         StackBuilder {
             settings: self.settings,
             fallback: self.fallback,
@@ -433,23 +464,24 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
             breaker: self.breaker,
             budget,
             classify: self.classify,
+            metrics: self.metrics,
         }
     }
 
     /// Replaces the classify slot (for a service whose errors are not the
     /// SDK's: `ThrottleClassifyLayer::new().classifier(|e: &MyError| ...)`).
-    pub fn classify<L>(self, layer: L) -> StackBuilder<F, R, B, T, Custom<L>> {
+    pub fn classify<L>(self, layer: L) -> StackBuilder<F, R, B, T, Custom<L>, M> {
         self.with_classify(Custom(layer))
     }
 
     /// Leaves the classifier out: the inner service's errors must already
     /// implement [`Classified`](tower_bedrock_core::Classified) and
     /// `From<Rejection>`.
-    pub fn without_classify(self) -> StackBuilder<F, R, B, T, Off> {
+    pub fn without_classify(self) -> StackBuilder<F, R, B, T, Off, M> {
         self.with_classify(Off)
     }
 
-    fn with_classify<C2>(self, classify: C2) -> StackBuilder<F, R, B, T, C2> {
+    fn with_classify<C2>(self, classify: C2) -> StackBuilder<F, R, B, T, C2, M> {
         StackBuilder {
             settings: self.settings,
             fallback: self.fallback,
@@ -457,19 +489,45 @@ impl<F, R, B, T, C> StackBuilder<F, R, B, T, C> {
             breaker: self.breaker,
             budget: self.budget,
             classify,
+            metrics: self.metrics,
+        }
+    }
+
+    /// Replaces the invocation-metrics slot with a layer of yours.
+    pub fn metrics<L>(self, layer: L) -> StackBuilder<F, R, B, T, C, Custom<L>> {
+        self.with_metrics(Custom(layer))
+    }
+
+    /// Leaves the invocation metrics out (errors are still counted by the
+    /// classifier).
+    pub fn without_metrics(self) -> StackBuilder<F, R, B, T, C, Off> {
+        self.with_metrics(Off)
+    }
+
+    fn with_metrics<M2>(self, metrics: M2) -> StackBuilder<F, R, B, T, C, M2> {
+        StackBuilder {
+            settings: self.settings,
+            fallback: self.fallback,
+            retry: self.retry,
+            breaker: self.breaker,
+            budget: self.budget,
+            classify: self.classify,
+            metrics,
         }
     }
 }
 
-impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot> StackBuilder<F, R, B, T, C> {
+impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot, M: Slot> StackBuilder<F, R, B, T, C, M> {
     /// Builds every slot into one [`Layer`] (cheap to clone; clones and the
     /// services they make share the layers' state: breakers, budgets, the
     /// retry budget).
     #[allow(clippy::type_complexity)]
     pub fn into_layer(
         self,
-    ) -> Result<BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer>, BuildError>
-    {
+    ) -> Result<
+        BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer, M::Layer>,
+        BuildError,
+    > {
         let s = &self.settings;
         Ok(BedrockStackLayer {
             fallback: self.fallback.resolve(s)?,
@@ -477,6 +535,7 @@ impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot> StackBuilder<F, R, B, T, C> {
             breaker: self.breaker.resolve(s)?,
             budget: self.budget.resolve(s)?,
             classify: self.classify.resolve(s)?,
+            metrics: self.metrics.resolve(s)?,
         })
     }
 
@@ -489,7 +548,8 @@ impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot> StackBuilder<F, R, B, T, C> {
         inner: S,
     ) -> Result<BoxCloneService<Req, X::Response, X::Error>, BuildError>
     where
-        BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer>: Layer<S, Service = X>,
+        BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer, M::Layer>:
+            Layer<S, Service = X>,
         X: Service<Req> + Clone + Send + 'static,
         X::Future: Send + 'static,
     {
@@ -497,18 +557,20 @@ impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot> StackBuilder<F, R, B, T, C> {
     }
 }
 
-/// The five layers of the preset stack, composed outermost first: fallback,
-/// retry, breaker, budget, classify. Left-out slots are [`Identity`].
+/// The layers of the preset stack, composed outermost first: fallback,
+/// retry, breaker, budget, classify, invocation metrics. Left-out slots are
+/// [`Identity`].
 #[derive(Debug, Clone)]
-pub struct BedrockStackLayer<F, R, B, T, C> {
+pub struct BedrockStackLayer<F, R, B, T, C, M> {
     fallback: F,
     retry: R,
     breaker: B,
     budget: T,
     classify: C,
+    metrics: M,
 }
 
-impl<F, R, B, T, C> BedrockStackLayer<F, R, B, T, C> {
+impl<F, R, B, T, C, M> BedrockStackLayer<F, R, B, T, C, M> {
     /// The fallback layer.
     pub fn fallback_layer(&self) -> &F {
         &self.fallback
@@ -534,6 +596,11 @@ impl<F, R, B, T, C> BedrockStackLayer<F, R, B, T, C> {
         &self.classify
     }
 
+    /// The invocation-metrics layer.
+    pub fn metrics_layer(&self) -> &M {
+        &self.metrics
+    }
+
     /// Builds the stack over `inner` and boxes it into a
     /// [`BoxCloneService`]. (`X`, the unboxed service, is inferred.)
     pub fn boxed<S, Req, X>(&self, inner: S) -> BoxCloneService<Req, X::Response, X::Error>
@@ -546,9 +613,10 @@ impl<F, R, B, T, C> BedrockStackLayer<F, R, B, T, C> {
     }
 }
 
-impl<S, F, R, B, T, C> Layer<S> for BedrockStackLayer<F, R, B, T, C>
+impl<S, F, R, B, T, C, M> Layer<S> for BedrockStackLayer<F, R, B, T, C, M>
 where
-    C: Layer<S>,
+    M: Layer<S>,
+    C: Layer<M::Service>,
     T: Layer<C::Service>,
     B: Layer<T::Service>,
     R: Layer<B::Service>,
@@ -557,7 +625,8 @@ where
     type Service = F::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let classified = self.classify.layer(inner);
+        let observed = self.metrics.layer(inner);
+        let classified = self.classify.layer(observed);
         let budgeted = self.budget.layer(classified);
         let guarded = self.breaker.layer(budgeted);
         let retried = self.retry.layer(guarded);

@@ -1,0 +1,151 @@
+//! `InvocationMetrics`: the CloudWatch-style per-call metrics that the
+//! classifier does not emit: invocations, latency, input and output tokens.
+//!
+//! `ThrottleClassify` counts errors (`bedrock_invocation_errors_total`,
+//! `bedrock_invocation_throttles_total`); a success rate also needs the
+//! calls that succeeded. This layer sits right above the service that talks
+//! to Bedrock (innermost in the preset stack, so every attempt counts, as in
+//! CloudWatch) and, when each call ends:
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `bedrock_invocations_total` ([`names::INVOCATIONS`]) | counter | `model` |
+//! | `bedrock_invocation_latency_seconds` ([`INVOCATION_LATENCY`]) | histogram | `model`, `outcome` (`ok` / `error`) |
+//! | `bedrock_input_tokens_total` ([`INPUT_TOKENS`]) | counter | `model` |
+//! | `bedrock_output_tokens_total` ([`OUTPUT_TOKENS`]) | counter | `model` |
+//!
+//! Token counters are incremented for responses that carry their usage
+//! ([`ReportsUsage::usage`]); streamed responses report theirs later and
+//! are not counted here. A call whose future is dropped before it ends is
+//! not counted. Errors and responses pass through untouched.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::time::Instant;
+use tower_bedrock_core::{ModelRequest, ReportsUsage, names};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Histogram (seconds): time from the call to its response or error.
+/// Labels: `model`, `outcome`. (Candidate for `tower_bedrock_core::names`.)
+pub const INVOCATION_LATENCY: &str = "bedrock_invocation_latency_seconds";
+/// Counter: input tokens reported by responses (cache reads and writes
+/// included). Labels: `model`. (Candidate for `tower_bedrock_core::names`.)
+pub const INPUT_TOKENS: &str = "bedrock_input_tokens_total";
+/// Counter: output tokens reported by responses. Labels: `model`.
+/// (Candidate for `tower_bedrock_core::names`.)
+pub const OUTPUT_TOKENS: &str = "bedrock_output_tokens_total";
+
+/// Applies [`InvocationMetrics`] to services.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InvocationMetricsLayer {
+    _priv: (),
+}
+
+impl InvocationMetricsLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> Layer<S> for InvocationMetricsLayer {
+    type Service = InvocationMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        InvocationMetrics { inner }
+    }
+}
+
+/// Counts invocations, their latency and tokens per model (see the
+/// [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct InvocationMetrics<S> {
+    inner: S,
+}
+
+impl<S> InvocationMetrics<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        InvocationMetrics { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for InvocationMetrics<S>
+where
+    S: Service<Req>,
+    S::Response: ReportsUsage,
+    Req: ModelRequest,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let model: Arc<str> = Arc::from(req.model_id());
+        ResponseFuture {
+            inner: self.inner.call(req),
+            model,
+            start: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`InvocationMetrics`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        model: Arc<str>,
+        start: Instant,
+    }
+}
+
+impl<F: std::fmt::Debug> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    T: ReportsUsage,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.inner.poll(cx));
+        let model = this.model.to_string();
+        let elapsed = this.start.elapsed().as_secs_f64();
+        metrics::counter!(names::INVOCATIONS, "model" => model.clone()).increment(1);
+        let outcome = if out.is_ok() { "ok" } else { "error" };
+        metrics::histogram!(INVOCATION_LATENCY, "model" => model.clone(), "outcome" => outcome)
+            .record(elapsed);
+        if let Some(u) = out.as_ref().ok().and_then(ReportsUsage::usage) {
+            let input = u.input_tokens + u.cache_read_input_tokens + u.cache_write_input_tokens;
+            metrics::counter!(INPUT_TOKENS, "model" => model.clone()).increment(input);
+            metrics::counter!(OUTPUT_TOKENS, "model" => model).increment(u.output_tokens);
+        }
+        Poll::Ready(out)
+    }
+}
