@@ -115,4 +115,4 @@ pub use response::{
     InvokeModelStreamResponse,
 };
 pub use service::{BedrockService, DEFAULT_STREAM_IDLE_TIMEOUT};
-pub use stream::{BedrockStream, StreamEvent};
+pub use stream::{BedrockStream, InStreamError, StreamEvent, classify_in_stream};

@@ -7,7 +7,7 @@
 //! headers. [`BedrockStream`] bounds the wait for **every** event by an
 //! idle timeout, turns the stream's errors into
 //! [`ClassifiedError`]s (exceptions sent inside the stream through
-//! [`classify_stream_error`]) and reports the final usage (ConverseStream's
+//! [`classify_in_stream`]) and reports the final usage (ConverseStream's
 //! `metadata` event, or the `amazon-bedrock-invocationMetrics` of
 //! InvokeModelWithResponseStream's last chunk) exactly once through
 //! [`ReportsUsage::defer_usage`].
@@ -19,12 +19,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
+use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
 use aws_sdk_bedrockruntime::types::{ConverseStreamOutput, ResponseStream, TokenUsage};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::event_stream::RawMessage;
 use futures_core::Stream;
-use tower_bedrock_classify::{ModelName, classify_stream_error};
+use tower_bedrock_classify::{ModelName, classify_parts, classify_stream_error};
 use tower_bedrock_core::{
     Classification, ClassifiedError, ErrorClass, ReportsUsage, UnavailableKind, Usage,
     UsageCallback, names,
@@ -91,6 +92,69 @@ impl StreamEvent for ResponseStream {
     }
 }
 
+/// An exception type of a Bedrock response stream
+/// (`ConverseStreamOutputError`, `ResponseStreamError`).
+///
+/// The SDK decodes in-stream exceptions into their variant (from the
+/// frame's `:exception-type` header) but leaves the error metadata's code
+/// empty, so a classifier reading the code sees none. This names the code
+/// from the variant; [`BedrockStream`] uses it when the metadata has none.
+pub trait InStreamError: ProvideErrorMetadata {
+    /// The Bedrock error code of this exception (`ThrottlingException`...),
+    /// when it is a modeled one.
+    fn exception_code(&self) -> Option<&'static str>;
+}
+
+impl InStreamError for ConverseStreamOutputError {
+    fn exception_code(&self) -> Option<&'static str> {
+        Some(match self {
+            ConverseStreamOutputError::ThrottlingException(_) => "ThrottlingException",
+            ConverseStreamOutputError::ServiceUnavailableException(_) => {
+                "ServiceUnavailableException"
+            }
+            ConverseStreamOutputError::InternalServerException(_) => "InternalServerException",
+            ConverseStreamOutputError::ModelStreamErrorException(_) => "ModelStreamErrorException",
+            ConverseStreamOutputError::ValidationException(_) => "ValidationException",
+            _ => return None,
+        })
+    }
+}
+
+impl InStreamError for ResponseStreamError {
+    fn exception_code(&self) -> Option<&'static str> {
+        Some(match self {
+            ResponseStreamError::ThrottlingException(_) => "ThrottlingException",
+            ResponseStreamError::ServiceUnavailableException(_) => "ServiceUnavailableException",
+            ResponseStreamError::InternalServerException(_) => "InternalServerException",
+            ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
+            ResponseStreamError::ValidationException(_) => "ValidationException",
+            ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
+            _ => return None,
+        })
+    }
+}
+
+/// Classifies a stream error: [`classify_stream_error`], with the code
+/// taken from the exception's variant when the metadata carries none.
+pub fn classify_in_stream<E: InStreamError>(error: &SdkError<E, RawMessage>) -> Classification {
+    let c = classify_stream_error(error);
+    if c.code.is_some() {
+        return c;
+    }
+    let SdkError::ServiceError(ctx) = error else {
+        return c;
+    };
+    let err = ctx.err();
+    let Some(code) = err.exception_code() else {
+        return c;
+    };
+    let mut with_code = classify_parts(None, Some(code), err.message());
+    if with_code.class == ErrorClass::Unknown {
+        with_code.class = c.class;
+    }
+    with_code
+}
+
 type Recv<T, E> = (
     EventReceiver<T, E>,
     Result<Option<T>, SdkError<E, RawMessage>>,
@@ -146,7 +210,7 @@ impl<T, E> fmt::Debug for BedrockStream<T, E> {
 impl<T, E> BedrockStream<T, E>
 where
     T: StreamEvent + Send + 'static,
-    E: ProvideErrorMetadata + Send + 'static,
+    E: InStreamError + Send + 'static,
 {
     /// Wraps a receiver. `idle_timeout` bounds the wait for each event
     /// (`None`: wait forever, as the SDK does); `model` labels traces and
@@ -200,7 +264,7 @@ where
                         return Poll::Ready(None);
                     }
                     Poll::Ready((_, Err(e))) => {
-                        let c = classify_stream_error(&e);
+                        let c = classify_in_stream(&e);
                         self.record_error(&c);
                         self.finish();
                         return Poll::Ready(Some(Err(ClassifiedError::new(
@@ -282,7 +346,7 @@ impl<T, E> BedrockStream<T, E> {
 impl<T, E> Stream for BedrockStream<T, E>
 where
     T: StreamEvent + Send + 'static,
-    E: ProvideErrorMetadata + Send + 'static,
+    E: InStreamError + Send + 'static,
 {
     type Item = Result<T, StreamItemError<E>>;
 
