@@ -18,3 +18,5 @@ pub fn unique_prefix(name: &str) -> String {
         .as_micros();
     format!("tbtest-{name}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
+
+pub mod recording;
