@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -789,8 +790,8 @@ pub(crate) struct Sched {
     tenants: Vec<TenantSlot>,
     waiting: usize,
     next_id: u64,
-    /// Bumped by every settlement: room may have appeared.
-    pub(crate) epoch: u64,
+    /// Mirror of `waiting`, readable without the lock.
+    waiting_mirror: Arc<AtomicUsize>,
     /// When the last refusal expected room.
     pub(crate) room_at: Option<Instant>,
     tokens_factor: Factor,
@@ -816,6 +817,18 @@ pub(crate) struct KeyState<K> {
     configured: Limits,
     pub(crate) sched: Mutex<Sched>,
     gauges: Gauges,
+    /// Bumped by every settlement that frees room: waiters that were
+    /// refused retry when it moved.
+    pub(crate) epoch: AtomicU64,
+    /// Requests waiting (mirror of the queues' length).
+    waiting: Arc<AtomicUsize>,
+    /// Nanoseconds since `born` before which the gauges are not updated
+    /// again (at most once per sub-window).
+    gauge_due: AtomicU64,
+    born: Instant,
+    /// Burndown and default output of the model named like the key (the
+    /// default key extractor).
+    name_rules: (u64, u64),
 }
 
 impl<K: StoreKey> KeyState<K> {
@@ -830,6 +843,11 @@ impl<K: StoreKey> KeyState<K> {
             effective: metrics::gauge!(names::BUDGET_EFFECTIVE_LIMIT, "model" => name.to_string()),
         };
         gauges.effective.set(configured.tokens as f64);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let name_rules = (
+            config.policy.burndown(key),
+            config.policy.default_max_output(key),
+        );
         KeyState {
             name,
             store,
@@ -839,7 +857,7 @@ impl<K: StoreKey> KeyState<K> {
                 tenants: Vec::new(),
                 waiting: 0,
                 next_id: 0,
-                epoch: 0,
+                waiting_mirror: waiting.clone(),
                 room_at: None,
                 tokens_factor: Factor::FULL,
                 requests_factor: Factor::FULL,
@@ -848,6 +866,11 @@ impl<K: StoreKey> KeyState<K> {
                 model: None,
             }),
             gauges,
+            epoch: AtomicU64::new(0),
+            waiting,
+            gauge_due: AtomicU64::new(0),
+            born: Instant::now(),
+            name_rules,
         }
     }
 
@@ -857,6 +880,9 @@ impl<K: StoreKey> KeyState<K> {
 
     /// Burndown rate and default output of `model`, cached per key.
     pub(crate) fn model_rules(&self, model: &str) -> (u64, u64) {
+        if model == &*self.name {
+            return self.name_rules;
+        }
         let mut s = self.sched.lock();
         if let Some((m, b, o)) = &s.model
             && &**m == model
@@ -904,17 +930,39 @@ impl<K: StoreKey> KeyState<K> {
 
     /// After a settlement: room may have appeared, wake the head waiter.
     pub(crate) fn on_settled(&self) {
-        let waker = {
-            let mut s = self.sched.lock();
-            s.epoch = s.epoch.wrapping_add(1);
-            s.take_head_waker(Instant::now(), &self.config, self.configured)
-        };
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let waker =
+            self.sched
+                .lock()
+                .take_head_waker(Instant::now(), &self.config, self.configured);
         if let Some(w) = waker {
             w.wake();
         }
     }
 
+    /// Updates the utilisation gauges, at most once per sub-window.
     pub(crate) fn update_gauges(&self, now: Instant) {
+        let at =
+            u64::try_from(now.saturating_duration_since(self.born).as_nanos()).unwrap_or(u64::MAX);
+        let due = self.gauge_due.load(Ordering::Relaxed);
+        let next = at.saturating_add(
+            u64::try_from(self.config.spec.granularity().as_nanos()).unwrap_or(u64::MAX),
+        );
+        if at < due
+            || self
+                .gauge_due
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.write_gauges(now);
+    }
+
+    fn write_gauges(&self, now: Instant) {
         let snap = self.store.snapshot(now);
         let limits = self.sched.lock().limits(now, &self.config, self.configured);
         self.gauges.tokens.set(ratio(snap.tokens, limits.tokens));
@@ -935,7 +983,8 @@ impl<K: StoreKey> KeyState<K> {
         let scores: Vec<f64> = s
             .tenants
             .iter()
-            .map(|t| s.cost(t, now, tau, effective))
+            // Unweighted recent usage (dominant resource) of each tenant.
+            .map(|t| s.cost(t, now, tau, effective) * t.weight)
             .collect();
         let total: f64 = scores.iter().sum();
         let tenants = s
@@ -1069,6 +1118,7 @@ impl Sched {
         t.queue.push_back(Waiting { id, waker: None });
         t.waits += 1;
         self.waiting += 1;
+        self.waiting_mirror.store(self.waiting, Ordering::SeqCst);
         id
     }
 
@@ -1079,6 +1129,7 @@ impl Sched {
         {
             t.queue.remove(pos);
             self.waiting -= 1;
+            self.waiting_mirror.store(self.waiting, Ordering::SeqCst);
         }
     }
 

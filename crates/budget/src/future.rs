@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tower_bedrock_core::{
 use tower_service::Service;
 
 use crate::budget::{ErrorSettlement, KeyState, TenantInfo};
-use crate::store::{Charge, Reservation, StoreKey};
+use crate::store::{Charge, Refusal, Reservation, StoreKey};
 
 pin_project! {
     /// The future of a budgeted call. Dropping it while it waits leaves the
@@ -287,16 +288,6 @@ impl<K: StoreKey> Admission<K> {
         );
     }
 
-    fn reserve(
-        key: &KeyState<K>,
-        s: &crate::budget::Sched,
-        charge: Charge,
-        now: Instant,
-    ) -> K::Reserve {
-        let limits = s.limits(now, &key.config, key.configured());
-        key.store.reserve(limits, charge, now)
-    }
-
     fn finish_wait(&mut self, now: Instant) {
         if let Some(since) = self.waited_since.take() {
             self.waited = now.saturating_duration_since(since);
@@ -341,6 +332,32 @@ impl<K: StoreKey> Admission<K> {
         rejection
     }
 
+    /// The store refused: wait (joining the queue if not in it yet) or,
+    /// past the deadline, shed.
+    fn refused(&mut self, refusal: Refusal, now: Instant) -> Option<Rejection> {
+        let retry = refusal
+            .room_at
+            .unwrap_or(now + self.granularity())
+            .max(now + Duration::from_millis(1));
+        self.retry_at = Some(retry);
+        let mut s = self.key.sched.lock();
+        s.room_at = Some(retry);
+        let joined = self.queued.is_none();
+        if joined {
+            self.queued = Some(Self::queue_slot(&self.key, &self.tenant, &mut s));
+        }
+        drop(s);
+        if joined {
+            self.waited_since = Some(now);
+            self.note_waiting();
+        }
+        if now >= self.deadline {
+            return Some(self.shed(now, LocalRejection::BudgetExhausted));
+        }
+        self.phase = Phase::Waiting { refused: true };
+        None
+    }
+
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reservation, Rejection>> {
         loop {
             match &mut self.phase {
@@ -359,8 +376,32 @@ impl<K: StoreKey> Admission<K> {
                         self.note_waiting();
                         self.phase = Phase::Waiting { refused: false };
                     } else {
-                        self.epoch = s.epoch;
-                        self.phase = Phase::Trying(Self::reserve(&self.key, &s, self.charge, now));
+                        // Direct path: one lock of the key's state, the store's
+                        // reservation polled once under it.
+                        let limits = s.limits(now, &self.key.config, self.key.configured());
+                        self.epoch = self.key.epoch.load(Ordering::SeqCst);
+                        let mut fut = self.key.store.reserve(limits, self.charge, now);
+                        match Pin::new(&mut fut).poll(cx) {
+                            Poll::Ready(Ok(reservation)) => {
+                                let tau = self.key.config.spec.window.as_secs_f64();
+                                s.admitted(&self.tenant, self.charge, now, tau);
+                                s.pace_consume(now, &self.key.config, limits, self.charge);
+                                drop(s);
+                                self.phase = Phase::Done;
+                                self.key.update_gauges(now);
+                                return Poll::Ready(Ok(reservation));
+                            }
+                            Poll::Ready(Err(refusal)) => {
+                                drop(s);
+                                if let Some(rejection) = self.refused(refusal, now) {
+                                    return Poll::Ready(Err(rejection));
+                                }
+                            }
+                            Poll::Pending => {
+                                self.phase = Phase::Trying(fut);
+                                return Poll::Pending;
+                            }
+                        }
                     }
                 }
                 Phase::Trying(fut) => {
@@ -397,29 +438,9 @@ impl<K: StoreKey> Admission<K> {
                             return Poll::Ready(Ok(reservation));
                         }
                         Err(refusal) => {
-                            let retry = refusal
-                                .room_at
-                                .unwrap_or(now + self.granularity())
-                                .max(now + Duration::from_millis(1));
-                            self.retry_at = Some(retry);
-                            let mut s = self.key.sched.lock();
-                            s.room_at = Some(retry);
-                            let joined = self.queued.is_none();
-                            if joined {
-                                self.queued =
-                                    Some(Self::queue_slot(&self.key, &self.tenant, &mut s));
+                            if let Some(rejection) = self.refused(refusal, now) {
+                                return Poll::Ready(Err(rejection));
                             }
-                            drop(s);
-                            if joined {
-                                self.waited_since = Some(now);
-                                self.note_waiting();
-                            }
-                            if now >= self.deadline {
-                                return Poll::Ready(Err(
-                                    self.shed(now, LocalRejection::BudgetExhausted)
-                                ));
-                            }
-                            self.phase = Phase::Waiting { refused: true };
                         }
                     }
                 }
@@ -434,13 +455,13 @@ impl<K: StoreKey> Admission<K> {
                     let is_head =
                         s.head(now, &self.key.config, self.key.configured()) == Some((tenant, id));
                     let room_may_exist = !refused
-                        || s.epoch != self.epoch
+                        || self.key.epoch.load(Ordering::SeqCst) != self.epoch
                         || self.retry_at.is_some_and(|t| now >= t);
                     if is_head && room_may_exist {
                         let limits = s.limits(now, &self.key.config, self.key.configured());
                         match s.pace_wait(now, &self.key.config, limits, self.charge) {
                             None => {
-                                self.epoch = s.epoch;
+                                self.epoch = self.key.epoch.load(Ordering::SeqCst);
                                 self.phase =
                                     Phase::Trying(self.key.store.reserve(limits, self.charge, now));
                                 continue;
@@ -448,7 +469,7 @@ impl<K: StoreKey> Admission<K> {
                             // Not yet: the backlog drains at the limit's pace.
                             Some(at) => {
                                 self.retry_at = Some(at.max(now + Duration::from_millis(1)));
-                                self.epoch = s.epoch;
+                                self.epoch = self.key.epoch.load(Ordering::SeqCst);
                                 self.phase = Phase::Waiting { refused: true };
                             }
                         }

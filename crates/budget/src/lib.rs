@@ -136,7 +136,8 @@
 //! `bedrock_budget_wait_seconds{model, tenant}`. A `tracing` event is
 //! emitted when a request waits (debug), is shed (info) or when the
 //! adaptive limit is lowered (info). Events carry keys, tenants and token
-//! counts, never request content.
+//! counts, never request content. Gauge handles are made when a key is
+//! first used: install the metrics recorder before the first call.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

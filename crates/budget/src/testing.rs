@@ -66,6 +66,7 @@ macro_rules! budget_store_tests {
             oversized_request_fails_at_once,
             request_and_day_limits,
             tenant_fairness,
+            tenant_weighted_shares,
             priority_classes,
             clones_share_state,
             adaptive_limit_converges,
@@ -989,6 +990,52 @@ pub async fn tenant_fairness<St: BudgetStore>(store: St) {
     let s = snapshot(&budget, NOVA);
     let share = |name: &str| s.tenants.iter().find(|t| t.name == name).unwrap().clone();
     assert!(share("noisy").sheds > 0 && share("quiet").admitted_requests > 0);
+    assert_eq!(mock.throttled(), 0);
+}
+
+/// Weighted shares under contention: both tenants want more than the
+/// quota; the one of weight 2 (sending 60 rpm) gets two thirds of it and
+/// the one of weight 1 (sending 600 rpm) one third, however much more it
+/// sends.
+pub async fn tenant_weighted_shares<St: BudgetStore>(store: St) {
+    let rpm = 60;
+    let budget = builder()
+        .tokens_per_window(1_000_000)
+        .requests_per_window(rpm)
+        .max_wait(Duration::from_secs(10))
+        .fixed_limits()
+        .build_with_store(store)
+        .unwrap();
+    let mock = MockBedrock::new(Duration::from_millis(500));
+    let heavy = budget
+        .tenant("weight2", 2)
+        .unwrap()
+        .layer()
+        .layer(mock.clone());
+    let light = budget
+        .tenant("weight1", 1)
+        .unwrap()
+        .layer()
+        .layer(mock.clone());
+    let minutes = 12u64;
+    let t0 = Instant::now();
+    let h = tokio::spawn(drive(heavy, Duration::from_secs(1), minutes, 0));
+    let l = tokio::spawn(drive(light, Duration::from_millis(100), minutes, 1_000_000));
+    let heavy = h.await.unwrap();
+    let light = l.await.unwrap();
+    // Count admissions from the third minute on (the first window is
+    // first come, first served).
+    let from = t0 + Duration::from_secs(120);
+    let ok = |r: &[(Instant, bool)]| r.iter().filter(|(at, ok)| *at >= from && *ok).count() as f64;
+    let (h_ok, l_ok) = (ok(&heavy), ok(&light));
+    let total = h_ok + l_ok;
+    let share = h_ok / total;
+    assert!(
+        (0.62..=0.72).contains(&share),
+        "weight 2 got {h_ok}, weight 1 got {l_ok}: share {share:.3}"
+    );
+    let quota = (rpm * (minutes - 2)) as f64;
+    assert!(total >= 0.95 * quota, "used {total} of {quota}");
     assert_eq!(mock.throttled(), 0);
 }
 
