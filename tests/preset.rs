@@ -484,3 +484,60 @@ async fn throttles_in_the_emitted_classes() {
     assert_eq!(err.context().unwrap().attempts, 2);
     assert_eq!(mock.primary_calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_window_scales_the_default_time_constants() {
+    // A 6 s window: one tenth of every default. 50 s into the minute is
+    // 2 s into a 6 s window, so a throttle waits 4 s for the next window
+    // plus 0.1 s and up to 0.4 s of jitter (1 s + 4 s by default).
+    let mock = Mock::new(&[Reply::TooManyTokens, Reply::Ok], &[]);
+    let mut svc = tower_bedrock::stack()
+        .window(Duration::from_secs(6))
+        .seed(9)
+        .clock(clock())
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Ask::new(PRIMARY))
+        .await
+        .unwrap();
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4_100) && waited <= Duration::from_millis(4_500),
+        "{waited:?}"
+    );
+    assert_eq!(mock.primary_calls(), 2);
+
+    // The breaker's open duration scales too: 5 s becomes 0.5 s.
+    let failing = Mock::new(&[Reply::Unavailable], &[]);
+    let layer = tower_bedrock::stack()
+        .window(Duration::from_secs(6))
+        .seed(9)
+        .without_retry()
+        .classify(classify())
+        .into_layer()
+        .unwrap();
+    let handle = layer.breaker_layer().handle();
+    let mut svc = layer.boxed(failing.clone());
+    for _ in 0..10 {
+        let _ = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Ask::new(PRIMARY))
+            .await
+            .unwrap_err();
+    }
+    let snap = handle.get(PRIMARY).unwrap();
+    assert_eq!(snap.state, CircuitState::Open);
+    let after = snap.retry_after.unwrap();
+    // 0.5 s, up to 10 % shorter at random.
+    assert!(
+        after <= Duration::from_millis(500) && after >= Duration::from_millis(450),
+        "{after:?}"
+    );
+}

@@ -27,8 +27,12 @@ use tower_bedrock_breaker::CircuitBreakLayer;
 use tower_bedrock_budget::{Budget, BudgetStore, TokenBudgetLayer};
 use tower_bedrock_classify::ThrottleClassifyLayer;
 use tower_bedrock_core::Clock;
+use tower_bedrock_core::{ErrorClass, ThrottleKind, UnavailableKind};
 use tower_bedrock_fallback::{Chain, ModelFallbackLayer};
-use tower_bedrock_retry::{ModelRequestReport, QuotaAlignedRetryLayer};
+use tower_bedrock_retry::{
+    Backoff, ClassPolicy, DEFAULT_DEADLINE, DEFAULT_HINT_MAX, DEFAULT_HINT_MIN, ModelRequestReport,
+    Policies, QuotaAlignedRetryLayer,
+};
 use tower_layer::{Identity, Layer};
 
 use crate::observe::InvocationMetricsLayer;
@@ -49,6 +53,12 @@ impl StackSettings {
     /// The quota window the retry layer aligns on (60 s by default).
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// The factor the default layers' time constants are multiplied by:
+    /// `window / 60 s` (1 with the default window).
+    pub fn time_scale(&self) -> f64 {
+        self.window.as_secs_f64() / DEFAULT_WINDOW.as_secs_f64()
     }
 
     /// The seed given to the default retry layer and breaker, when set.
@@ -106,7 +116,9 @@ impl<L> Slot for Custom<L> {
 }
 
 /// The default retry slot: [`QuotaAlignedRetryLayer`] with the retry crate's
-/// defaults, the stack's window, seed and clock, recording attempts into
+/// defaults (with a window other than 60 s, every wait, hint bound and the
+/// deadline scaled by [`StackSettings::time_scale`]), the stack's window,
+/// seed and clock, recording attempts into
 /// the request's [`CallReport`](tower_bedrock_core::CallReport)
 /// ([`ModelRequestReport`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,6 +128,21 @@ impl Slot for DefaultRetry {
     type Layer = QuotaAlignedRetryLayer<ModelRequestReport>;
     fn resolve(self, s: &StackSettings) -> Result<Self::Layer, BuildError> {
         let mut b = QuotaAlignedRetryLayer::builder().window(s.window);
+        if s.window != DEFAULT_WINDOW && !s.window.is_zero() {
+            let k = s.time_scale();
+            b = b
+                .hint_range(DEFAULT_HINT_MIN.mul_f64(k), DEFAULT_HINT_MAX.mul_f64(k))
+                .deadline(DEFAULT_DEADLINE.mul_f64(k));
+            let defaults = Policies::default();
+            for class in RETRIED_BY_DEFAULT {
+                let p = defaults.get(class);
+                let mut scaled = ClassPolicy::retry(p.max_retries(), scale_backoff(p.backoff(), k));
+                if !p.honors_hint() {
+                    scaled = scaled.ignore_hint();
+                }
+                b = b.policy(class, scaled);
+            }
+        }
         if let Some(seed) = s.seed {
             b = b.seed(seed);
         }
@@ -128,8 +155,33 @@ impl Slot for DefaultRetry {
     }
 }
 
+/// The classes the retry crate retries by default (the others never are).
+const RETRIED_BY_DEFAULT: [ErrorClass; 7] = [
+    ErrorClass::Throttled(ThrottleKind::RequestRate),
+    ErrorClass::Throttled(ThrottleKind::TokenRate),
+    ErrorClass::Throttled(ThrottleKind::Unspecified),
+    ErrorClass::Unavailable(UnavailableKind::ConnectionPool),
+    ErrorClass::Unavailable(UnavailableKind::Service),
+    ErrorClass::Unavailable(UnavailableKind::Network),
+    ErrorClass::ModelTimeout,
+];
+
+fn scale_backoff(b: Backoff, k: f64) -> Backoff {
+    match b {
+        Backoff::QuotaWindow { offset, spread } => {
+            Backoff::quota_window(offset.mul_f64(k), spread.mul_f64(k))
+        }
+        Backoff::Exponential { base, cap, jitter } => {
+            Backoff::exponential(base.mul_f64(k), cap.mul_f64(k), jitter)
+        }
+        other => other,
+    }
+}
+
 /// The default breaker slot: [`CircuitBreakLayer`] with the breaker crate's
-/// defaults (one breaker per model id) and the stack's seed.
+/// defaults (one breaker per model id; with a window other than 60 s, the
+/// open durations scaled by [`StackSettings::time_scale`]) and the stack's
+/// seed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefaultBreaker;
 
@@ -137,12 +189,26 @@ impl Slot for DefaultBreaker {
     type Layer = CircuitBreakLayer;
     fn resolve(self, s: &StackSettings) -> Result<CircuitBreakLayer, BuildError> {
         let mut b = CircuitBreakLayer::builder();
+        if s.window != DEFAULT_WINDOW && !s.window.is_zero() {
+            let k = s.time_scale();
+            b = b
+                .open_duration(BREAKER_OPEN.mul_f64(k))
+                .max_open_duration(BREAKER_MAX_OPEN.mul_f64(k))
+                .half_open_busy_retry_after(BREAKER_BUSY_RETRY_AFTER.mul_f64(k));
+        }
         if let Some(seed) = s.seed {
             b = b.seed(seed);
         }
         b.build().map_err(BuildError::Breaker)
     }
 }
+
+/// The breaker crate's default open duration (scaled with the window).
+const BREAKER_OPEN: Duration = Duration::from_secs(5);
+/// The breaker crate's default cap on the open duration.
+const BREAKER_MAX_OPEN: Duration = Duration::from_secs(120);
+/// The breaker crate's default hint for calls refused while probes run.
+const BREAKER_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The default classify slot: [`ThrottleClassifyLayer::new`], which
 /// classifies the errors of `aws-sdk-bedrockruntime` (`SdkError<…>` of every
@@ -267,7 +333,9 @@ impl From<tower_bedrock_budget::BuildError> for BuildError {
 ///
 /// The settings [`window`](Self::window), [`seed`](Self::seed) and
 /// [`clock`](Self::clock) reach the default layers only; a [`Custom`] layer
-/// is used exactly as given.
+/// is used exactly as given. A window other than 60 s (compressed-time
+/// demos and tests) scales every time constant of the default retry layer
+/// and breaker by `window / 60 s`, so the stack behaves the same, faster.
 pub struct StackBuilder<
     F = Off,
     R = DefaultRetry,
@@ -325,7 +393,8 @@ impl Default for StackBuilder {
 
 impl<F, R, B, T, C, M> StackBuilder<F, R, B, T, C, M> {
     /// The quota window the default retry layer aligns its throttle retries
-    /// on (60 s by default; shorter for compressed-time demos and tests).
+    /// on (60 s by default; shorter for compressed-time demos and tests, in
+    /// which case the default layers' time constants scale with it).
     #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.settings.window = window;
