@@ -266,7 +266,7 @@ mod tests {
             .build()
             .unwrap();
         let sys = [SystemContentBlock::Text("You are terse.".into())]; // 4
-        assert_eq!(converse_tokens(&[msg.clone()], &sys, None), 8);
+        assert_eq!(converse_tokens(std::slice::from_ref(&msg), &sys, None), 8);
         let tools = ToolConfiguration::builder()
             .tools(Tool::ToolSpec(
                 ToolSpecification::builder()

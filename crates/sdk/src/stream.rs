@@ -156,13 +156,13 @@ pub fn classify_in_stream<E: InStreamError>(error: &SdkError<E, RawMessage>) -> 
 }
 
 type Recv<T, E> = (
-    EventReceiver<T, E>,
+    Box<EventReceiver<T, E>>,
     Result<Option<T>, SdkError<E, RawMessage>>,
 );
 type RecvFuture<T, E> = Pin<Box<dyn Future<Output = Recv<T, E>> + Send>>;
 
 enum State<T, E> {
-    Idle(EventReceiver<T, E>),
+    Idle(Box<EventReceiver<T, E>>),
     Reading(RecvFuture<T, E>),
     Done,
 }
@@ -217,7 +217,7 @@ where
     /// metrics.
     pub fn new(receiver: EventReceiver<T, E>, idle_timeout: Option<Duration>, model: &str) -> Self {
         BedrockStream {
-            state: State::Idle(receiver),
+            state: State::Idle(Box::new(receiver)),
             idle_timeout,
             sleep: None,
             usage: None,
