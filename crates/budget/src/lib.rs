@@ -93,8 +93,9 @@
 //! # The sliding window
 //!
 //! Each window is a ring of sub-window counters (100 per window by
-//! default): admission is O(1), memory per key is fixed (about 1.9 KiB with
-//! the defaults), and the error against an exact sliding log is one-sided
+//! default): admission is O(1), memory per key is fixed (about 3 KiB with the
+//! defaults, 2 KiB of it the window counters), and the error against an
+//! exact sliding log is one-sided
 //! and bounded: the tokens admitted in *any* interval of one window's
 //! length never exceed the limit, and a charge stops counting at most one
 //! sub-window later than in an exact log (so under a sustained backlog the
@@ -129,7 +130,8 @@
 //!
 //! Through the `metrics` facade, with the names of
 //! [`tower_bedrock_core::names`]: `bedrock_budget_utilization_ratio{model,
-//! window}` (windows `tokens`, `requests`, `day`),
+//! window}` (windows `tokens`, `requests`, `day`; updated on admission and
+//! settlement, at most once per sub-window and key),
 //! `bedrock_budget_effective_limit_tokens{model}`,
 //! `bedrock_budget_waits_total{model, tenant}`,
 //! `bedrock_budget_sheds_total{model, tenant, reason}` and the histogram

@@ -234,7 +234,7 @@ pub trait StoreKey: Send + Sync + 'static {
 ///
 /// Each key holds three rings of sub-window counters (see the crate docs'
 /// algorithm section); admission is O(1) and memory per key is bounded by
-/// the geometry (about 1.9 KiB with the default 100 + 24 sub-windows),
+/// the geometry (about 2 KiB of counters with the default 100 + 24 sub-windows),
 /// whatever the traffic. Clones share the same windows.
 #[derive(Debug, Clone)]
 pub struct InMemoryStore {
