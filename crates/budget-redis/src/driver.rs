@@ -422,7 +422,9 @@ impl Worker {
         }
     }
 
-    async fn round_trip(&mut self, ops: &[Op]) -> Result<Vec<Value>, String> {
+    /// One pipeline. The error says why, and whether the connection was
+    /// refused or dropped (worth one immediate reconnect) rather than slow.
+    async fn round_trip(&mut self, ops: &[Op]) -> Result<Vec<Value>, (String, bool)> {
         let mut p = redis::pipe();
         p.ignore_errors();
         for s in &self.pending {
@@ -433,12 +435,15 @@ impl Worker {
         }
         let limit = self.common.config.response_timeout;
         let Some(conn) = self.conn.as_mut() else {
-            return Err("not connected".into());
+            return Err(("not connected".into(), true));
         };
         match timeout(limit, p.query_async::<Vec<Value>>(conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.category().to_owned()),
-            Err(_) => Err("response timeout".into()),
+            Ok(Err(e)) => Err((
+                e.category().to_owned(),
+                !e.is_timeout() && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()),
+            )),
+            Err(_) => Err(("response timeout".into(), false)),
         }
     }
 
@@ -464,6 +469,15 @@ impl Worker {
             }
         }
         let mut result = self.round_trip(&ops).await;
+        if let Err((_, true)) = &result {
+            // The connection was dropped (a restarted server, an idle
+            // connection closed): one fresh connection before degrading.
+            self.conn = None;
+            self.connect().await;
+            if self.conn.is_some() {
+                result = self.round_trip(&ops).await;
+            }
+        }
         if let Ok(values) = &result {
             if values.iter().any(is_noscript) {
                 // Redis restarted or its script cache was flushed: nothing
@@ -477,7 +491,7 @@ impl Worker {
                 result = if loaded {
                     self.round_trip(&ops).await
                 } else {
-                    Err("script load failed".into())
+                    Err(("script load failed".into(), false))
                 };
             }
         }
@@ -497,7 +511,7 @@ impl Worker {
                 self.failed("unexpected reply");
                 self.answer_degraded(ops, now);
             }
-            Err(reason) => {
+            Err((reason, _)) => {
                 self.failed(&reason);
                 self.answer_degraded(ops, now);
             }

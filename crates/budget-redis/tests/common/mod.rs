@@ -20,3 +20,4 @@ pub fn unique_prefix(name: &str) -> String {
 }
 
 pub mod recording;
+pub mod server;

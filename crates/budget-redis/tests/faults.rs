@@ -1,0 +1,277 @@
+//! Faults: Redis frozen, killed and restarted mid-run. Each test starts
+//! its own `redis-server` on a free loopback port (see `common::server`),
+//! so these need the `redis-server` binary, not a running Redis.
+//!
+//! Real time (the faults are real), short timeouts; the assertions are on
+//! outcomes (every request answered, exact counts in Redis afterwards),
+//! never on how long something took.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use redis::Commands;
+use tower::{Layer, Service, ServiceExt};
+use tower_bedrock_budget::testing::{MockBedrock, MockRequest, Reply};
+use tower_bedrock_budget::{Budget, BudgetStore, StoreKey};
+use tower_bedrock_budget_redis::{RedisStore, names};
+use tower_bedrock_core::Usage;
+
+use common::server::RedisServer;
+
+const MODEL: &str = "amazon.nova-lite-v1:0";
+
+/// Metrics and tracing events of the whole test binary.
+struct Observed {
+    metrics: Arc<Recorded>,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A minimal metrics recorder: current values by `name{label=value,...}`
+/// (labels sorted), never reset by reading.
+#[derive(Default)]
+struct Recorded(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+impl Recorded {
+    fn handle(&self, key: &Key) -> Arc<AtomicU64> {
+        let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        labels.sort();
+        let id = format!("{}{{{}}}", key.name(), labels.join(","));
+        self.0.lock().unwrap().entry(id).or_default().clone()
+    }
+}
+
+struct Rec(Arc<Recorded>);
+
+impl Recorder for Rec {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.0.handle(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.0.handle(key))
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[derive(Clone)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn observed() -> &'static Observed {
+    static O: OnceLock<Observed> = OnceLock::new();
+    O.get_or_init(|| {
+        let metrics = Arc::new(Recorded::default());
+        metrics::set_global_recorder(Rec(metrics.clone())).expect("one recorder");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let buf = Buf(log.clone());
+        tracing_subscriber::fmt()
+            .with_writer(move || buf.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .init();
+        Observed { metrics, log }
+    })
+}
+
+/// A counter's or gauge's value; `labels` sorted, e.g. `namespace=x,to=y`.
+fn metric(name: &str, labels: &str, gauge: bool) -> Option<f64> {
+    let id = format!("{name}{{{labels}}}");
+    let v = observed().metrics.0.lock().unwrap().get(&id)?.load(Ordering::Relaxed);
+    Some(if gauge { f64::from_bits(v) } else { v as f64 })
+}
+
+fn log_contains(s: &str) -> bool {
+    String::from_utf8_lossy(&observed().log.lock().unwrap()).contains(s)
+}
+
+fn store(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .prefix(prefix)
+        .connect_timeout(Duration::from_millis(150))
+        .response_timeout(Duration::from_millis(150))
+        .snapshot_timeout(Duration::from_millis(50))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+/// Waits (real time, bounded) until `f` holds.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn window_tokens(conn: &mut redis::Connection, base: &str) -> u64 {
+    let s: Option<u64> = conn.hget(format!("{base}:tok"), "s").unwrap();
+    s.unwrap_or(0)
+}
+
+/// Redis frozen while settlements are on their way and requests keep
+/// coming: every request is served (from the local share), and after the
+/// thaw Redis holds exactly what was used: the settlements sent into the
+/// frozen server are applied once (the replays are recognised and
+/// skipped), none is lost, and the local charges are merged.
+#[tokio::test(flavor = "current_thread")]
+async fn frozen_redis_loses_and_double_counts_no_settlement() {
+    let obs = observed();
+    let _ = obs;
+    let server = RedisServer::start();
+    let prefix = common::unique_prefix("frozen");
+    let store = store(&server.url(), &prefix);
+    assert!(store.wait_connected(Duration::from_secs(5)));
+    let ns = format!("namespace={prefix}:default:default");
+    let base = store.key_base(MODEL);
+    let mut check = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let budget = Budget::builder()
+        .tokens_per_window(1_000_000)
+        .window(Duration::from_secs(600))
+        .fixed_limits()
+        .max_wait(Duration::ZERO)
+        .build_with_store(store.clone())
+        .unwrap();
+    // Reserve 100 + 100, use 100 + 10.
+    let req = |id| MockRequest::new(MODEL, id, 100, 100).reply(Reply::Usage(Usage::new(100, 10)));
+    let mut fast = budget.layer().layer(MockBedrock::new(Duration::ZERO));
+    for id in 0..10 {
+        fast.ready().await.unwrap().call(req(id)).await.unwrap();
+    }
+    // A snapshot is ordered after this process's queued settlements.
+    assert_eq!(budget.snapshot(MODEL).unwrap().tokens, 10 * 110);
+    assert_eq!(window_tokens(&mut check, &base), 10 * 110);
+
+    // Five calls in flight (reserved in Redis) when Redis freezes.
+    let slow = budget.layer().layer(MockBedrock::new(Duration::from_millis(300)));
+    let inflight: Vec<_> = (10..15)
+        .map(|id| {
+            let mut svc = slow.clone();
+            tokio::spawn(async move { svc.ready().await.unwrap().call(req(id)).await })
+        })
+        .collect();
+    eventually("five reservations in Redis", || {
+        budget.snapshot(MODEL).is_some_and(|s| s.reserved_requests == 5)
+    })
+    .await;
+    assert_eq!(window_tokens(&mut check, &base), 10 * 110 + 5 * 200);
+    server.pause();
+    // Their settlements go into the frozen server and time out.
+    for h in inflight {
+        h.await.unwrap().expect("in-flight calls complete");
+    }
+    eventually("degraded", || store.is_degraded()).await;
+    assert_eq!(metric(names::STORE_DEGRADED, &ns, true), Some(1.0));
+    assert!(log_contains("budget store degraded"));
+    // Requests keep being served, from the local share.
+    for id in 100..120 {
+        fast.ready()
+            .await
+            .unwrap()
+            .call(req(id))
+            .await
+            .expect("served while Redis is frozen");
+    }
+    assert!(metric(names::STORE_LOCAL_ADMISSIONS, &ns, false).unwrap_or(0.0) >= 20.0);
+
+    server.resume();
+    eventually("reconnected", || !store.is_degraded()).await;
+    // Something must reach the worker for the merge: a request does.
+    fast.ready().await.unwrap().call(req(200)).await.unwrap();
+    let expected = (10 + 5 + 20 + 1) * 110;
+    eventually("everything settled in Redis", || window_tokens(&mut check, &base) == expected).await;
+    // And stays so (no late double application).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(window_tokens(&mut check, &base), expected);
+    let s = budget.snapshot(MODEL).unwrap();
+    assert_eq!((s.tokens, s.reserved_tokens, s.reserved_requests), (expected, 0, 0));
+    assert_eq!(metric(names::STORE_DEGRADED, &ns, true), Some(0.0));
+    assert_eq!(
+        metric(names::STORE_DEGRADED_TRANSITIONS, &format!("{ns},to=connected"), false),
+        Some(1.0)
+    );
+    assert!(log_contains("budget store reconnected to Redis"));
+}
+
+/// Redis killed and restarted (empty) while traffic flows: no panic, every
+/// request answered, the store degraded during the outage and working
+/// against the new server afterwards (scripts reloaded).
+#[tokio::test(flavor = "current_thread")]
+async fn restarted_redis_recovers_without_losing_requests() {
+    observed();
+    let mut server = RedisServer::start();
+    let prefix = common::unique_prefix("restart");
+    let store = store(&server.url(), &prefix);
+    assert!(store.wait_connected(Duration::from_secs(5)));
+    let base = store.key_base(MODEL);
+    let budget = Budget::builder()
+        .tokens_per_window(1_000_000)
+        .window(Duration::from_secs(600))
+        .fixed_limits()
+        .max_wait(Duration::ZERO)
+        .build_with_store(store.clone())
+        .unwrap();
+    let svc = budget.layer().layer(MockBedrock::new(Duration::from_millis(5)));
+    let sent = Arc::new(Mutex::new((0u64, 0u64))); // (answered ok, failed)
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        let mut svc = svc.clone();
+        tokio::spawn(async move {
+            let mut id = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                let r = svc.ready().await.unwrap().call(MockRequest::new(MODEL, id, 10, 10)).await;
+                {
+                    let mut s = sent.lock().unwrap();
+                    if r.is_ok() { s.0 += 1 } else { s.1 += 1 }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    eventually("traffic", || sent.lock().unwrap().0 >= 20).await;
+    server.kill();
+    eventually("degraded", || store.is_degraded()).await;
+    let during = sent.lock().unwrap().0;
+    eventually("served while down", || sent.lock().unwrap().0 >= during + 20).await;
+    server.restart();
+    eventually("reconnected", || !store.is_degraded()).await;
+    let mut check = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    eventually("admissions counted by the new server", || window_tokens(&mut check, &base) > 0).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    traffic.await.expect("no panic");
+    let (ok, failed) = *sent.lock().unwrap();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    // The key works directly too, after the restart.
+    let key = store.key(MODEL, &budget.spec());
+    let r = key
+        .reserve(
+            tower_bedrock_budget::Limits::tokens(1_000_000),
+            tower_bedrock_budget::Charge::call(1),
+            tokio::time::Instant::now(),
+        )
+        .await
+        .expect("room");
+    assert!(r.slot < 1 << 63, "a Redis reservation, not a local one");
+    key.settle(r, tower_bedrock_budget::Charge::ZERO, tokio::time::Instant::now());
+}
