@@ -92,16 +92,49 @@
 //!
 //! # The sliding window
 //!
-//! Each window is a ring of sub-window counters (100 per window by
-//! default): admission is O(1), memory per key is fixed (about 3 KiB with the
-//! defaults, 2 KiB of it the window counters), and the error against an
-//! exact sliding log is one-sided
-//! and bounded: the tokens admitted in *any* interval of one window's
-//! length never exceed the limit, and a charge stops counting at most one
-//! sub-window later than in an exact log (so under a sustained backlog the
-//! throughput is `n / (n + 1)` of the limit, 99 % by default). The full
-//! argument is in the source of the `window` module; the property test
-//! `tests/window_prop.rs` checks both bounds.
+//! A window of length `W` is cut into `n` sub-windows ("slots", 100 by
+//! default) of length `g = W / n`; the builder refuses an `n` that does not
+//! divide `W` into whole nanoseconds. Time is numbered in slots from the
+//! store's origin; each key keeps one counter per slot for the newest
+//! `n + 1` slots and their running sum.
+//!
+//! - **Admission** of `x` at `t`: advance the ring to `t`'s slot (zeroing
+//!   the slots that fell out, at most `n + 1`), admit iff `sum + x <=
+//!   limit`, add `x` to the current slot. O(1).
+//! - **Settlement** adjusts the slot the reservation was charged in if it is
+//!   still in the ring (else the charge already left the window; an extra
+//!   charge then goes to the current slot).
+//! - **When room is expected** (on refusal only, O(n)): the first slot
+//!   boundary at which enough will have expired.
+//!
+//! Memory is fixed per key: 8 bytes per slot and window (tokens, requests,
+//! and the day window with 24 slots by default), about 2 KiB, plus about
+//! 1 KiB of queue, tenant and adaptive state: about 3 KiB per key whatever
+//! the traffic (`Budget::key_memory_bytes` reports it).
+//!
+//! **Error bound against an exact sliding log.** An exact log admits `x` at
+//! `t` iff the charges in `(t - W, t]` plus `x` fit. The ring counts the
+//! slots covering `[t - W - φ, t]`, where `φ < g` is how far `t` is into its
+//! slot: a superset. Hence the error is one-sided and bounded by one
+//! sub-window:
+//!
+//! 1. the tokens admitted in *any* interval of length `W` never exceed the
+//!    limit (everything in such an interval was counted when its last
+//!    charge was admitted);
+//! 2. whenever the ring refuses, an exact log over `(t - W - g, t]` would
+//!    refuse too: a charge stops counting at most `g` later than in an exact
+//!    log.
+//!
+//! Under a sustained backlog admissions fall on slot boundaries, so each
+//! unit of quota is held `W + g`: throughput is `n / (n + 1)` of the limit
+//! (99 % by default). The property test `tests/window_prop.rs` checks both
+//! bounds (and that the expected room time is exact) on random arrival
+//! sequences with refunds.
+//!
+//! Waiting requests are drained no faster than the limit's rate
+//! ([`BudgetBuilder::pace_backlog`]): a sliding window frees room in the
+//! pattern it was filled, so without pacing a burst repeats every window
+//! and requests arriving between bursts wait most of a window.
 //!
 //! # Stores
 //!

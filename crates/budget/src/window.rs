@@ -1,50 +1,7 @@
 //! The sliding-window counter: a ring of sub-window buckets.
 //!
-//! # Algorithm
-//!
-//! A window of length `W` is cut into sub-windows ("slots") of length
-//! `g = W / n` (integer nanoseconds). Time is numbered in slots from the
-//! store's origin: an instant `t` falls in slot `s(t) = floor((t - origin) / g)`.
-//! The ring keeps one counter per slot for the newest `K + 1` slots, where
-//! `K = ceil(W / g)` (so `K * g >= W`; `K = n` when `g` divides `W`), and the
-//! running sum of those counters.
-//!
-//! - **Charge** at `t`: advance the ring to `s(t)` (zeroing the slots that
-//!   fell out, at most `K + 1` of them, so O(1)), add to slot `s(t)` and to
-//!   the sum.
-//! - **Admission** of `x` at `t`: advance, then admit iff `sum + x <= limit`.
-//!   O(1).
-//! - **Refund / settlement**: adjust the slot the reservation was charged
-//!   in, if it is still in the ring (otherwise the charge has already left
-//!   the window and there is nothing to refund).
-//! - **When will room be expected**: walk the slots from oldest to newest
-//!   (O(K), only on refusal) to find the first slot boundary at which enough
-//!   has expired.
-//!
-//! Memory is `(K + 1) * 8` bytes per window, independent of the traffic.
-//!
-//! # Error bound against an exact sliding log
-//!
-//! An exact sliding log admits `x` at `t` iff the charges with timestamps in
-//! `(t - W, t]` plus `x` fit in the limit. The ring counts the charges of
-//! slots `s(t) - K ..= s(t)`, which cover the interval
-//! `[origin + (s(t) - K) g, t]`: a superset of `(t - W, t]` whose length is
-//! less than `W + g`. Hence:
-//!
-//! 1. **Safety (no error in the unsafe direction).** Whatever the arrival
-//!    sequence, the charges admitted in *any* interval of length `W` never
-//!    exceed the limit: at the moment the last of them was admitted, all of
-//!    them were counted.
-//! 2. **Conservativeness is bounded by one sub-window.** When the ring
-//!    refuses `x` at `t`, an exact log over the longer span `(t - W - g, t]`
-//!    would refuse it too. Equivalently, a charge made at `t0` stops
-//!    counting at the first slot boundary after `t0 + W`, i.e. at most `g`
-//!    later than in an exact log.
-//!
-//! Under a sustained backlog admissions happen on slot boundaries, so each
-//! unit of quota is held for `W + g` instead of `W`: the throughput is
-//! `limit * W / (W + g)`, i.e. `n / (n + 1)` of the quota (99 % with the
-//! default `n = 100`). Both bounds are checked by the crate's property test.
+//! The algorithm and its error bound are documented in the crate docs
+//! ("The sliding window").
 
 use std::time::Duration;
 
