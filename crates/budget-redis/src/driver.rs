@@ -522,6 +522,11 @@ impl Worker {
         match parse(v) {
             Some(r) => {
                 *lock(&s.key.last) = r.sums;
+                if r.flag == 0 {
+                    metrics::counter!(names::STORE_REPLAYS_SKIPPED, "namespace" => self.common.config.namespace())
+                        .increment(1);
+                    tracing::debug!(key = %s.key.name, seq = s.seq, "settlement already applied: replay skipped");
+                }
                 if let SettleTarget::Merge(epoch) = s.target {
                     if r.flag == 1 {
                         let slots = (u64::try_from(r.a).unwrap_or(0), u64::try_from(r.b).unwrap_or(0));

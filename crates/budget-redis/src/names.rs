@@ -12,3 +12,6 @@ pub const STORE_DEGRADED_TRANSITIONS: &str = "bedrock_budget_store_transitions_t
 pub const STORE_LOCAL_ADMISSIONS: &str = "bedrock_budget_store_local_admissions_total";
 /// Gauge: live instances sharing the namespace (from the heartbeats).
 pub const STORE_LIVE_INSTANCES: &str = "bedrock_budget_store_live_instances";
+/// Counter: settlements found already applied when replayed after a lost
+/// reply (skipped: the proof that nothing was counted twice).
+pub const STORE_REPLAYS_SKIPPED: &str = "bedrock_budget_store_replays_skipped_total";

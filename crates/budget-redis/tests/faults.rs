@@ -20,7 +20,7 @@ use redis::Commands;
 use tower::{Layer, Service, ServiceExt};
 use tower_bedrock_budget::testing::{MockBedrock, MockRequest, Reply};
 use tower_bedrock_budget::{Budget, BudgetStore, StoreKey};
-use tower_bedrock_budget_redis::{RedisStore, names};
+use tower_bedrock_budget_redis::{RedisStore, RedisStoreBuilder, names};
 use tower_bedrock_core::Usage;
 
 use common::server::RedisServer;
@@ -103,15 +103,17 @@ fn log_contains(s: &str) -> bool {
     String::from_utf8_lossy(&observed().log.lock().unwrap()).contains(s)
 }
 
-fn store(url: &str, prefix: &str) -> RedisStore {
+fn builder(url: &str, prefix: &str) -> RedisStoreBuilder {
     RedisStore::builder(url)
         .prefix(prefix)
         .connect_timeout(Duration::from_millis(150))
         .response_timeout(Duration::from_millis(150))
         .snapshot_timeout(Duration::from_millis(50))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .build()
-        .unwrap()
+}
+
+fn store(url: &str, prefix: &str) -> RedisStore {
+    builder(url, prefix).build().unwrap()
 }
 
 /// Waits (real time, bounded) until `f` holds.
@@ -139,7 +141,12 @@ async fn frozen_redis_loses_and_double_counts_no_settlement() {
     let _ = obs;
     let server = RedisServer::start();
     let prefix = common::unique_prefix("frozen");
-    let store = store(&server.url(), &prefix);
+    // A long heartbeat, so that the first operation to meet the frozen
+    // server is a settlement (applied by the server when it thaws).
+    let store = builder(&server.url(), &prefix)
+        .heartbeat(Duration::from_secs(30), Duration::from_secs(90))
+        .build()
+        .unwrap();
     assert!(store.wait_connected(Duration::from_secs(5)));
     let ns = format!("namespace={prefix}:default:default");
     let base = store.key_base(MODEL);
@@ -210,6 +217,10 @@ async fn frozen_redis_loses_and_double_counts_no_settlement() {
         Some(1.0)
     );
     assert!(log_contains("budget store reconnected to Redis"));
+    // The settlements sent into the frozen server were applied when it
+    // thawed, and their replays recognised.
+    let skipped = metric(names::STORE_REPLAYS_SKIPPED, &ns, false).unwrap_or(0.0);
+    assert!(skipped >= 1.0, "replays skipped: {skipped}");
 }
 
 /// Redis killed and restarted (empty) while traffic flows: no panic, every
