@@ -234,7 +234,10 @@ impl<K: StoreKey> Admission<K> {
         let too_large = charge.tokens > limits.tokens
             || limits.day_tokens.is_some_and(|d| charge.tokens > d)
             || limits.requests.is_some_and(|r| charge.requests > r);
-        let deadline = arrived + key.config.max_wait;
+        // A maximum wait too long for the clock means "no limit".
+        let deadline = arrived
+            .checked_add(key.config.max_wait)
+            .unwrap_or_else(|| arrived + Duration::from_secs(100 * 365 * 86_400));
         Admission {
             key,
             tenant,

@@ -207,7 +207,9 @@ pub trait BudgetStore: Send + Sync + 'static {
 ///   in, or in the current one when that one has left the window) and
 ///   stops counting it as reserved. It is synchronous because it runs from
 ///   `Drop`; a remote store may queue the update;
-/// - dropping a pending `reserve` future leaves nothing charged.
+/// - dropping a pending `reserve` future leaves nothing charged;
+/// - polling a `reserve` future never blocks the thread: the budget polls
+///   it once while holding the key's local lock.
 pub trait StoreKey: Send + Sync + 'static {
     /// The future of a reservation. The in-memory store answers at once
     /// ([`Ready`]).
