@@ -83,6 +83,89 @@ macro_rules! budget_store_tests {
     };
 }
 
+/// A store wrapper whose reservations answer only on their second poll,
+/// like a remote store would: running the suite against
+/// `YieldingStore::new(InMemoryStore::new())` exercises the layer's
+/// asynchronous reservation path. The inner reservation is made when the
+/// future answers, so dropping it pending charges nothing.
+#[derive(Debug, Clone)]
+pub struct YieldingStore<St>(St);
+
+impl<St> YieldingStore<St> {
+    /// Wraps a store.
+    pub fn new(store: St) -> Self {
+        YieldingStore(store)
+    }
+}
+
+impl<St: BudgetStore> BudgetStore for YieldingStore<St>
+where
+    St::Key: Clone + Unpin,
+{
+    type Key = YieldingKey<St::Key>;
+
+    fn key(&self, key: &str, spec: &WindowSpec) -> Self::Key {
+        YieldingKey(self.0.key(key, spec))
+    }
+}
+
+/// A key of a [`YieldingStore`].
+#[derive(Debug, Clone)]
+pub struct YieldingKey<K>(K);
+
+/// The reservation future of a [`YieldingKey`].
+#[derive(Debug)]
+pub struct YieldOnce<K: StoreKey> {
+    key: K,
+    limits: Limits,
+    charge: Charge,
+    now: Instant,
+    yielded: bool,
+    inner: Option<K::Reserve>,
+}
+
+impl<K: StoreKey + Clone + Unpin> Future for YieldOnce<K> {
+    type Output = Result<crate::Reservation, crate::Refusal>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if !this.yielded {
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let now = this.now.max(Instant::now());
+        let (key, limits, charge) = (&this.key, this.limits, this.charge);
+        let f = this
+            .inner
+            .get_or_insert_with(|| key.reserve(limits, charge, now));
+        Pin::new(f).poll(cx)
+    }
+}
+
+impl<K: StoreKey + Clone + Unpin> StoreKey for YieldingKey<K> {
+    type Reserve = YieldOnce<K>;
+
+    fn reserve(&self, limits: Limits, charge: Charge, now: Instant) -> Self::Reserve {
+        YieldOnce {
+            key: self.0.clone(),
+            limits,
+            charge,
+            now,
+            yielded: false,
+            inner: None,
+        }
+    }
+
+    fn settle(&self, reservation: crate::Reservation, actual: Charge, now: Instant) {
+        self.0.settle(reservation, actual, now);
+    }
+
+    fn snapshot(&self, now: Instant) -> crate::StoreSnapshot {
+        self.0.snapshot(now)
+    }
+}
+
 /// What the mock model answers to a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
