@@ -966,6 +966,7 @@ impl<K: StoreKey> KeyState<K> {
         let snap = self.store.snapshot(now);
         let limits = self.sched.lock().limits(now, &self.config, self.configured);
         self.gauges.tokens.set(ratio(snap.tokens, limits.tokens));
+        self.gauges.effective.set(limits.tokens as f64);
         if let Some(r) = limits.requests {
             self.gauges.requests.set(ratio(snap.requests, r));
         }
