@@ -9,7 +9,7 @@ use tower_bedrock_core::{Classified, ModelRequest, Rejection, ReportsUsage};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::budget::{Budget, TenantInfo};
+use crate::budget::{Budget, KeyState, TenantInfo};
 use crate::estimate::{RequestDemand, TokenEstimator};
 use crate::future::{Admission, ResponseFuture};
 use crate::store::{BudgetStore, Charge, InMemoryStore};
@@ -126,6 +126,7 @@ impl<S, St: BudgetStore, K: Clone, E: Clone> Layer<S> for TokenBudgetLayer<St, K
         TokenBudget {
             inner,
             budget: self.budget.clone(),
+            last: None,
             tenant: self.tenant.clone(),
             key: self.key.clone(),
             estimator: self.estimator.clone(),
@@ -137,6 +138,8 @@ impl<S, St: BudgetStore, K: Clone, E: Clone> Layer<S> for TokenBudgetLayer<St, K
 pub struct TokenBudget<S, St: BudgetStore = InMemoryStore, K = ModelKey, E = RequestDemand> {
     inner: S,
     budget: Budget<St>,
+    /// The state of the key used last (saves the shared map's lock).
+    last: Option<Arc<KeyState<St::Key>>>,
     tenant: Arc<TenantInfo>,
     key: K,
     estimator: E,
@@ -147,6 +150,7 @@ impl<S: Clone, St: BudgetStore, K: Clone, E: Clone> Clone for TokenBudget<S, St,
         TokenBudget {
             inner: self.inner.clone(),
             budget: self.budget.clone(),
+            last: self.last.clone(),
             tenant: self.tenant.clone(),
             key: self.key.clone(),
             estimator: self.estimator.clone(),
@@ -194,7 +198,15 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let key = self.budget.shared.key_state(&self.key.key(&req));
+        let name = self.key.key(&req);
+        let key = match &self.last {
+            Some(k) if *k.name == *name => k.clone(),
+            _ => {
+                let k = self.budget.shared.key_state(&name);
+                self.last = Some(k.clone());
+                k
+            }
+        };
         let demand = self.estimator.estimate(&req);
         let (burndown, default_output) = key.model_rules(req.model_id());
         let tokens = key
