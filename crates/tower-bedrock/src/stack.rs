@@ -670,6 +670,28 @@ impl<F, R, B, T, C, M> BedrockStackLayer<F, R, B, T, C, M> {
         &self.metrics
     }
 
+    /// The same stack with another budget layer, sharing every other layer
+    /// (and so their state: breakers, retry budget, fallback memory). One
+    /// stack per tenant of a shared [`Budget`](tower_bedrock_budget::Budget):
+    /// `layer.with_budget_layer(budget.tenant("app-a", 1)?.layer())`.
+    pub fn with_budget_layer<T2>(&self, budget: T2) -> BedrockStackLayer<F, R, B, T2, C, M>
+    where
+        F: Clone,
+        R: Clone,
+        B: Clone,
+        C: Clone,
+        M: Clone,
+    {
+        BedrockStackLayer {
+            fallback: self.fallback.clone(),
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
+            budget,
+            classify: self.classify.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Builds the stack over `inner` and boxes it into a
     /// [`BoxCloneService`]. (`X`, the unboxed service, is inferred.)
     pub fn boxed<S, Req, X>(&self, inner: S) -> BoxCloneService<Req, X::Response, X::Error>
