@@ -47,11 +47,17 @@ impl Config {
     /// `prefix:{account:region:key}`: one hash tag per budget key, so a
     /// key's hashes stay in one cluster slot (scripts touch them together).
     pub(crate) fn key_base(&self, key: &str) -> String {
-        format!("{}:{{{}:{}:{}}}", self.prefix, self.account, self.region, key)
+        format!(
+            "{}:{{{}:{}:{}}}",
+            self.prefix, self.account, self.region, key
+        )
     }
 
     pub(crate) fn instances_key(&self) -> String {
-        format!("{}:{{{}:{}}}:instances", self.prefix, self.account, self.region)
+        format!(
+            "{}:{{{}:{}}}:instances",
+            self.prefix, self.account, self.region
+        )
     }
 
     /// Label for metrics and events: `prefix:account:region`.
@@ -184,7 +190,11 @@ impl RedisStoreBuilder {
     /// thread (it owns the connections; see the crate docs).
     pub fn build(self) -> Result<RedisStore, BuildError> {
         let c = &self.config;
-        for (what, v) in [("prefix", &c.prefix), ("account", &c.account), ("region", &c.region)] {
+        for (what, v) in [
+            ("prefix", &c.prefix),
+            ("account", &c.account),
+            ("region", &c.region),
+        ] {
             if v.is_empty() || v.contains(['{', '}']) || v.contains(char::is_whitespace) {
                 return Err(BuildError::BadName(what));
             }

@@ -77,10 +77,13 @@ pub(crate) enum Op {
     Flush,
 }
 
+/// A worker's queue and the state callers read.
+pub(crate) type WorkerHandle = (mpsc::UnboundedSender<Op>, Arc<WorkerState>);
+
 pub(crate) fn spawn(
     common: Arc<Common>,
     client: redis::Client,
-) -> Result<Vec<(mpsc::UnboundedSender<Op>, Arc<WorkerState>)>, BuildError> {
+) -> Result<Vec<WorkerHandle>, BuildError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -118,7 +121,9 @@ pub(crate) fn spawn(
                     let mut tick = tokio::time::interval(every);
                     loop {
                         tick.tick().await;
-                        let Some(tx) = heartbeat_tx.upgrade() else { break };
+                        let Some(tx) = heartbeat_tx.upgrade() else {
+                            break;
+                        };
                         if tx.send(Op::Heartbeat).is_err() {
                             break;
                         }
@@ -245,7 +250,10 @@ impl Worker {
             .set_connection_timeout(Some(c.connect_timeout))
             .set_response_timeout(Some(c.response_timeout));
         let attempt = async {
-            let mut conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await?;
             for s in self.scripts.all() {
                 s.load_async(&mut conn).await?;
             }
@@ -257,7 +265,7 @@ impl Worker {
                 self.backoff = c.reconnect_min;
                 self.next_attempt = None;
             }
-            Ok(Err(e)) => self.failed(&e.category().to_owned()),
+            Ok(Err(e)) => self.failed(e.category()),
             Err(_) => self.failed("connect timeout"),
         }
     }
@@ -312,7 +320,11 @@ impl Worker {
                 let snap = l.key.snapshot(now);
                 let epoch = l.epoch;
                 l.epoch += 1;
-                l.key = tower_bedrock_budget::BudgetStore::key(&self.common.fallback, &key.name, key.spec());
+                l.key = tower_bedrock_budget::BudgetStore::key(
+                    &self.common.fallback,
+                    &key.name,
+                    key.spec(),
+                );
                 l.used = false;
                 (snap, epoch)
             };
@@ -408,7 +420,8 @@ impl Worker {
                     .arg(g.day_ttl_ms);
             }
             Op::Heartbeat => {
-                let ttl = u64::try_from(self.common.config.instance_ttl.as_millis()).unwrap_or(u64::MAX);
+                let ttl =
+                    u64::try_from(self.common.config.instance_ttl.as_millis()).unwrap_or(u64::MAX);
                 p.cmd("EVALSHA")
                     .arg(self.scripts.heartbeat.get_hash())
                     .arg(1)
@@ -441,7 +454,8 @@ impl Worker {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err((
                 e.category().to_owned(),
-                !e.is_timeout() && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()),
+                !e.is_timeout()
+                    && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()),
             )),
             Err(_) => Err(("response timeout".into(), false)),
         }
@@ -478,22 +492,22 @@ impl Worker {
                 result = self.round_trip(&ops).await;
             }
         }
-        if let Ok(values) = &result {
-            if values.iter().any(is_noscript) {
-                // Redis restarted or its script cache was flushed: nothing
-                // with NOSCRIPT was applied, reload and send again.
-                let mut loaded = true;
-                if let Some(conn) = self.conn.as_mut() {
-                    for s in self.scripts.all() {
-                        loaded &= s.load_async(conn).await.is_ok();
-                    }
+        if let Ok(values) = &result
+            && values.iter().any(is_noscript)
+        {
+            // Redis restarted or its script cache was flushed: nothing
+            // with NOSCRIPT was applied, reload and send again.
+            let mut loaded = true;
+            if let Some(conn) = self.conn.as_mut() {
+                for s in self.scripts.all() {
+                    loaded &= s.load_async(conn).await.is_ok();
                 }
-                result = if loaded {
-                    self.round_trip(&ops).await
-                } else {
-                    Err(("script load failed".into(), false))
-                };
             }
+            result = if loaded {
+                self.round_trip(&ops).await
+            } else {
+                Err(("script load failed".into(), false))
+            };
         }
         match result {
             Ok(values) if values.len() == self.pending.len() + ops.len() => {
@@ -527,15 +541,23 @@ impl Worker {
                         .increment(1);
                     tracing::debug!(key = %s.key.name, seq = s.seq, "settlement already applied: replay skipped");
                 }
-                if let SettleTarget::Merge(epoch) = s.target {
-                    if r.flag == 1 {
-                        let slots = (u64::try_from(r.a).unwrap_or(0), u64::try_from(r.b).unwrap_or(0));
-                        self.merge_slots.insert((s.key.id, epoch), slots);
-                        self.merge_slots.retain(|(id, e), _| *id != s.key.id || e.abs_diff(epoch) < 8);
-                    }
+                if let SettleTarget::Merge(epoch) = s.target
+                    && r.flag == 1
+                {
+                    let slots = (
+                        u64::try_from(r.a).unwrap_or(0),
+                        u64::try_from(r.b).unwrap_or(0),
+                    );
+                    self.merge_slots.insert((s.key.id, epoch), slots);
+                    // Keep the last few epochs of this key (epochs wrap at 2048).
+                    self.merge_slots.retain(|(id, e), _| {
+                        *id != s.key.id || (epoch.wrapping_sub(*e) & 0x7FF) < 8
+                    });
                 }
             }
-            None => tracing::error!(key = %s.key.name, reply = ?v, "budget settlement refused by Redis; dropped"),
+            None => {
+                tracing::error!(key = %s.key.name, reply = ?v, "budget settlement refused by Redis; dropped")
+            }
         }
     }
 

@@ -1,5 +1,211 @@
-//! `tower-bedrock-budget-redis`: the TokenBudget shared by many processes
-//! through Redis.
+//! `tower-bedrock-budget-redis`: the `TokenBudget` of
+//! [`tower_bedrock_budget`] shared by many processes through Redis.
+//!
+//! Bedrock's quota belongs to the account, per model and region; every
+//! replica of every application draws from it. A per-process budget admits
+//! the whole quota in each process. [`RedisStore`] keeps the budget's
+//! windows in Redis instead, so every process admits against the same
+//! counts. Switching is a constructor change:
+//! [`BudgetBuilder::build_with_store`](tower_bedrock_budget::BudgetBuilder::build_with_store)
+//! with a `RedisStore` instead of `build()`. Waiting, FIFO order, tenants
+//! and the adaptive limit stay in the [`Budget`](tower_bedrock_budget::Budget).
+//!
+//! # Example
+//!
+//! Needs a Redis server: `BUDGET_REDIS_URL`, by default the local one.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use tower_bedrock_budget::Budget;
+//! use tower_bedrock_budget_redis::RedisStore;
+//! use tower_bedrock_core::{ClassifiedError, ModelRequest, ReportsUsage, TokenDemand, Usage};
+//!
+//! struct Req { model: String, prompt_tokens: u64, max_tokens: u64 }
+//! impl ModelRequest for Req {
+//!     fn model_id(&self) -> &str { &self.model }
+//!     fn set_model_id(&mut self, id: &str) { self.model = id.to_owned() }
+//!     fn token_demand(&self) -> TokenDemand {
+//!         TokenDemand { input_tokens: self.prompt_tokens, max_output_tokens: Some(self.max_tokens) }
+//!     }
+//! }
+//! struct Resp(Usage);
+//! impl ReportsUsage for Resp {
+//!     fn usage(&self) -> Option<Usage> { Some(self.0) }
+//! }
+//! type Error = ClassifiedError<std::io::Error>;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let url = std::env::var("BUDGET_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+//! let store = RedisStore::builder(url)
+//!     .prefix(format!("doctest-{}", std::process::id())) // "tower-bedrock" by default
+//!     .account("123456789012")
+//!     .region("us-east-1")
+//!     .build()
+//!     .unwrap();
+//! # assert!(store.wait_connected(Duration::from_secs(5)), "no Redis");
+//! let budget = Budget::builder()
+//!     .tokens_per_window(1_000)
+//!     .window(Duration::from_secs(60))
+//!     .max_wait(Duration::ZERO)
+//!     .build_with_store(store.clone()) // the only change from the in-memory budget
+//!     .unwrap();
+//! // A mock model: 100 input tokens, 20 output tokens per call.
+//! let model = service_fn(|_req: Req| async { Ok::<_, Error>(Resp(Usage::new(100, 20))) });
+//! let mut svc = ServiceBuilder::new().layer(budget.layer()).service(model);
+//!
+//! let req = || Req { model: "amazon.nova-lite-v1:0".into(), prompt_tokens: 100, max_tokens: 400 };
+//! // Reserves 100 + 400 in Redis, then settles to 100 + 20.
+//! svc.ready().await.unwrap().call(req()).await.unwrap();
+//! let snap = budget.snapshot("amazon.nova-lite-v1:0").unwrap();
+//! assert_eq!((snap.tokens, snap.reserved_tokens), (120, 0));
+//! // Every process with the same Redis, prefix, account and region counts
+//! // against these windows.
+//! assert_eq!(
+//!     store.key_base("amazon.nova-lite-v1:0"),
+//!     format!("doctest-{}:{{123456789012:us-east-1:amazon.nova-lite-v1:0}}", std::process::id()),
+//! );
+//! # }
+//! ```
+//!
+//! # The windows in Redis
+//!
+//! The algorithm is the in-memory store's ring of sub-window counters
+//! (see the budget crate's docs), computed server-side by Lua scripts:
+//!
+//! - per budget key three hashes, `<base>:tok`, `<base>:req` and
+//!   `<base>:day`, where `<base>` is `prefix:{account:region:key}` (the
+//!   braces are a Redis Cluster hash tag: one key's hashes live in one
+//!   slot). Field `h` is the newest sub-window, `s` the running sum, and one
+//!   field per live sub-window holds its count;
+//! - **admission** is one `EVALSHA`: advance the three rings, check every
+//!   limited window, charge all three or refuse with the sub-window
+//!   boundary at which enough will have expired. One round trip, atomic;
+//! - **settlement** (and a refund, which is a settlement to zero, and the
+//!   refund of a reservation whose future was dropped) is one atomic script
+//!   that adjusts the sub-window the reservation was charged in, or the
+//!   current one when that has left the window, exactly like the in-memory
+//!   store. It is queued (settlement runs from `Drop`) and applied in order
+//!   with the key's other operations;
+//! - **every key has an expiry**, refreshed by each script: two ring spans
+//!   (2 x (window + sub-window)) for the window hashes, two day spans for
+//!   the day hash and the settlement sequence hash; the instances set
+//!   expires too. An idle budget leaves nothing behind.
+//!
+//! Sub-windows are numbered in microseconds since the UNIX epoch (so every
+//! process agrees on them), with the sub-window length rounded down to a
+//! whole microsecond. With a sub-window length that is a whole number of
+//! microseconds, the Redis store makes exactly the in-memory store's
+//! decisions (`tests/differential.rs` checks this on seeded random
+//! sequences, and `tests/behaviour.rs` runs the budget's whole behavioural
+//! suite against this store).
+//!
+//! ## Time, and the error bound across processes
+//!
+//! By default ([`TimeSource::Redis`]) the scripts read Redis's clock
+//! (`TIME`), so all processes share one clock and one atomic
+//! check-and-charge: the tokens admitted across all processes in any
+//! interval of one window's length never exceed the limit (no error in the
+//! unsafe direction; clock skew between machines does not enter). The
+//! conservative error is the ring's: a charge counts at most one
+//! sub-window longer than in an exact sliding log, so under a sustained
+//! backlog the throughput is `n / (n + 1)` of the quota (99 % with 100
+//! sub-windows). `tests/multiprocess.rs` checks both with three OS
+//! processes. [`TimeSource::Client`] uses the caller's clock instead
+//! (deterministic tests under tokio's paused time; the skew between hosts
+//! then adds to the bound).
+//!
+//! # Waiting across processes: a computed wake-up time
+//!
+//! A refused reservation comes back with the instant at which enough of
+//! the **shared** window expires for it (computed by the script from every
+//! process's charges); the budget's head waiter sleeps until then and
+//! tries again, so nobody polls Redis. Within a process, a settlement also
+//! wakes the head waiter at once. A refund made by *another* process is
+//! not signalled: the waiter may sleep until its computed time although
+//! room appeared earlier (conservative; bounded by that time). Pub/sub
+//! would lift this at the price of one more connection per process and a
+//! message per settlement; it is not used.
+//!
+//! # Tenants and weights across processes
+//!
+//! Tenants, weights and priorities are applied by each process's
+//! [`Budget`](tower_bedrock_budget::Budget) among the requests waiting *in
+//! that process*. The store does not know tenants, so the shares hold
+//! within each process, and globally only in the sense that processes
+//! compete for the shared window on equal terms (see the crate's report
+//! for the trait change global shares need).
+//!
+//! # Degraded mode: Redis unreachable, slow or restarted
+//!
+//! A round trip that fails or takes longer than the response timeout turns
+//! the connection **degraded**: nothing fails, the budget keeps serving.
+//!
+//! - Reservations are made from a **local share**: the limits divided by
+//!   the last known number of live instances (every instance registers in
+//!   a sorted set with a heartbeat; [`RedisStoreBuilder::expected_instances`]
+//!   before the first heartbeat), kept in an in-memory store.
+//! - Settlements of reservations made in Redis are kept in order and
+//!   replayed after the reconnect. Each carries a sequence number per
+//!   instance and key, which the script records: a settlement that reached
+//!   Redis although its reply was lost is recognised and skipped. None is
+//!   lost, none counted twice (`tests/faults.rs` freezes a server while
+//!   settlements are on their way and checks the exact totals).
+//! - Reconnection is automatic, with exponential backoff; scripts are
+//!   reloaded on every new connection (and on `NOSCRIPT`). A connection
+//!   found dropped is replaced at once, before degrading.
+//! - After the reconnect, the charges made from local shares are merged
+//!   into Redis (current sub-window), and settlements of those local
+//!   reservations that end later go to Redis too.
+//! - One over-count remains possible, in the safe direction: a reservation
+//!   whose reply was lost may have been charged in Redis and is charged
+//!   locally too; it leaves the window with it.
+//!
+//! The gauge [`names::STORE_DEGRADED`] and a `warn` event
+//! (`budget store degraded`) say it; an `info` event
+//! (`budget store reconnected to Redis`) and the gauge back to 0 say it
+//! is over.
+//!
+//! # Connections
+//!
+//! A store owns a bounded pool of [`pool_size`](RedisStoreBuilder::pool_size)
+//! multiplexed connections (2 by default) with connect and response
+//! timeouts, driven by one background thread with its own small tokio
+//! runtime, so the store works from any caller (a runtime without I/O, a
+//! paused test clock, `Drop`). Each budget key always uses the same
+//! connection; what is queued for a connection is sent as one pipeline.
+//! The URL comes from configuration: `redis://[user:password@]host:port/db`
+//! for authentication, `rediss://` for TLS with the `tls` feature (rustls;
+//! install a rustls `CryptoProvider` at start-up), `redis+unix://` for a
+//! socket. Passwords never appear in errors, events or `Debug` output.
+//!
+//! # Snapshots
+//!
+//! [`StoreKey::snapshot`](tower_bedrock_budget::StoreKey::snapshot) is
+//! synchronous; this store answers it with a fresh read ordered after this
+//! process's queued settlements, blocking the caller up to
+//! [`snapshot_timeout`](RedisStoreBuilder::snapshot_timeout) (then the last
+//! known state). The budget reads a snapshot after each settlement to set
+//! its utilisation gauges, so that costs one more round trip per call. The
+//! reserved counts are this process's calls in flight.
+//!
+//! # Running the tests
+//!
+//! `cargo test -p tower-bedrock-budget-redis` needs a Redis server at
+//! `BUDGET_REDIS_URL` (default `redis://127.0.0.1:6379`, which `.ci/run`
+//! starts, installing Redis when missing) and the `redis-server` binary
+//! (or `REDIS_SERVER_BIN`) for the fault tests, which start their own
+//! servers on free loopback ports.
+//!
+//! # Metrics and events
+//!
+//! The budget's own metrics are unchanged. This crate adds, with label
+//! `namespace` (`prefix:account:region`): [`names::STORE_DEGRADED`],
+//! [`names::STORE_DEGRADED_TRANSITIONS`], [`names::STORE_LOCAL_ADMISSIONS`],
+//! [`names::STORE_LIVE_INSTANCES`] and [`names::STORE_REPLAYS_SKIPPED`].
+//! Events carry keys, counts and error categories, never URLs or request
+//! content.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

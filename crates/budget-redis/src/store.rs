@@ -276,12 +276,15 @@ impl KeyShared {
 
     pub(crate) fn add_reserved(&self, c: Charge) {
         self.reserved_tokens.fetch_add(c.tokens, Ordering::Relaxed);
-        self.reserved_requests.fetch_add(c.requests, Ordering::Relaxed);
+        self.reserved_requests
+            .fetch_add(c.requests, Ordering::Relaxed);
     }
 
     fn release_reserved(&self, c: Charge) {
         let sub = |a: &AtomicU64, x: u64| {
-            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(x)));
+            let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(x))
+            });
         };
         sub(&self.reserved_tokens, c.tokens);
         sub(&self.reserved_requests, c.requests);
@@ -384,7 +387,10 @@ impl KeyShared {
                 reply,
             };
             match self.tx.send(op) {
-                Ok(()) => rx.recv_timeout(self.common.config.snapshot_timeout).ok().flatten(),
+                Ok(()) => rx
+                    .recv_timeout(self.common.config.snapshot_timeout)
+                    .ok()
+                    .flatten(),
                 Err(_) => None,
             }
         };
@@ -392,7 +398,11 @@ impl KeyShared {
         // In degraded mode, add what this process charged locally.
         let local = {
             let l = lock(&self.local);
-            if l.used { Some(l.key.snapshot(now)) } else { None }
+            if l.used {
+                Some(l.key.snapshot(now))
+            } else {
+                None
+            }
         };
         let (lt, lr, ld) = local.map_or((0, 0, 0), |s| (s.tokens, s.requests, s.day_tokens));
         StoreSnapshot {
@@ -419,7 +429,9 @@ pub struct RedisKey {
 
 impl std::fmt::Debug for RedisKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisKey").field("key", &self.shared.name).finish()
+        f.debug_struct("RedisKey")
+            .field("key", &self.shared.name)
+            .finish()
     }
 }
 
@@ -541,10 +553,10 @@ impl Pending {
     fn take(&self, waker: Option<&Waker>) -> Option<Result<Reservation, Refusal>> {
         let mut s = lock(&self.state);
         let r = s.result.take();
-        if r.is_none() {
-            if let Some(w) = waker {
-                s.waker = Some(w.clone());
-            }
+        if r.is_none()
+            && let Some(w) = waker
+        {
+            s.waker = Some(w.clone());
         }
         r
     }

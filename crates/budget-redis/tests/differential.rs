@@ -35,7 +35,9 @@ async fn run(seed: u64, ops: usize) {
     let memory = InMemoryStore::new().key("m", &spec);
     let redis = RedisStore::builder(common::redis_url())
         .prefix(common::unique_prefix("diff"))
-        .time_source(TimeSource::Client(Clock::starting_at(Duration::from_secs(1_800_000_000))))
+        .time_source(TimeSource::Client(Clock::starting_at(Duration::from_secs(
+            1_800_000_000,
+        ))))
         .build()
         .unwrap();
     assert!(redis.wait_connected(Duration::from_secs(5)), "no Redis");
@@ -50,7 +52,9 @@ async fn run(seed: u64, ops: usize) {
                 let b = redis.reserve(limits, charge, now).await;
                 match (a, b) {
                     (Ok(a), Ok(b)) => open.push((a, b)),
-                    (Err(a), Err(b)) => assert_eq!(a, b, "seed {seed} step {step}: refusals differ"),
+                    (Err(a), Err(b)) => {
+                        assert_eq!(a, b, "seed {seed} step {step}: refusals differ")
+                    }
                     (a, b) => panic!("seed {seed} step {step}: {a:?} vs {b:?}"),
                 }
             }
@@ -70,7 +74,11 @@ async fn run(seed: u64, ops: usize) {
             }
         }
         let now = Instant::now();
-        assert_eq!(memory.snapshot(now), redis.snapshot(now), "seed {seed} step {step}: snapshots differ");
+        assert_eq!(
+            memory.snapshot(now),
+            redis.snapshot(now),
+            "seed {seed} step {step}: snapshots differ"
+        );
     }
 }
 

@@ -40,7 +40,10 @@ struct Recorded(Mutex<HashMap<String, Arc<AtomicU64>>>);
 
 impl Recorded {
     fn handle(&self, key: &Key) -> Arc<AtomicU64> {
-        let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
         labels.sort();
         let id = format!("{}{{{}}}", key.name(), labels.join(","));
         self.0.lock().unwrap().entry(id).or_default().clone()
@@ -95,7 +98,13 @@ fn observed() -> &'static Observed {
 /// A counter's or gauge's value; `labels` sorted, e.g. `namespace=x,to=y`.
 fn metric(name: &str, labels: &str, gauge: bool) -> Option<f64> {
     let id = format!("{name}{{{labels}}}");
-    let v = observed().metrics.0.lock().unwrap().get(&id)?.load(Ordering::Relaxed);
+    let v = observed()
+        .metrics
+        .0
+        .lock()
+        .unwrap()
+        .get(&id)?
+        .load(Ordering::Relaxed);
     Some(if gauge { f64::from_bits(v) } else { v as f64 })
 }
 
@@ -120,7 +129,10 @@ fn store(url: &str, prefix: &str) -> RedisStore {
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -150,7 +162,10 @@ async fn frozen_redis_loses_and_double_counts_no_settlement() {
     assert!(store.wait_connected(Duration::from_secs(5)));
     let ns = format!("namespace={prefix}:default:default");
     let base = store.key_base(MODEL);
-    let mut check = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
+    let mut check = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let budget = Budget::builder()
         .tokens_per_window(1_000_000)
         .window(Duration::from_secs(600))
@@ -169,7 +184,9 @@ async fn frozen_redis_loses_and_double_counts_no_settlement() {
     assert_eq!(window_tokens(&mut check, &base), 10 * 110);
 
     // Five calls in flight (reserved in Redis) when Redis freezes.
-    let slow = budget.layer().layer(MockBedrock::new(Duration::from_millis(300)));
+    let slow = budget
+        .layer()
+        .layer(MockBedrock::new(Duration::from_millis(300)));
     let inflight: Vec<_> = (10..15)
         .map(|id| {
             let mut svc = slow.clone();
@@ -177,7 +194,9 @@ async fn frozen_redis_loses_and_double_counts_no_settlement() {
         })
         .collect();
     eventually("five reservations in Redis", || {
-        budget.snapshot(MODEL).is_some_and(|s| s.reserved_requests == 5)
+        budget
+            .snapshot(MODEL)
+            .is_some_and(|s| s.reserved_requests == 5)
     })
     .await;
     assert_eq!(window_tokens(&mut check, &base), 10 * 110 + 5 * 200);
@@ -205,15 +224,25 @@ async fn frozen_redis_loses_and_double_counts_no_settlement() {
     // Something must reach the worker for the merge: a request does.
     fast.ready().await.unwrap().call(req(200)).await.unwrap();
     let expected = (10 + 5 + 20 + 1) * 110;
-    eventually("everything settled in Redis", || window_tokens(&mut check, &base) == expected).await;
+    eventually("everything settled in Redis", || {
+        window_tokens(&mut check, &base) == expected
+    })
+    .await;
     // And stays so (no late double application).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(window_tokens(&mut check, &base), expected);
     let s = budget.snapshot(MODEL).unwrap();
-    assert_eq!((s.tokens, s.reserved_tokens, s.reserved_requests), (expected, 0, 0));
+    assert_eq!(
+        (s.tokens, s.reserved_tokens, s.reserved_requests),
+        (expected, 0, 0)
+    );
     assert_eq!(metric(names::STORE_DEGRADED, &ns, true), Some(0.0));
     assert_eq!(
-        metric(names::STORE_DEGRADED_TRANSITIONS, &format!("{ns},to=connected"), false),
+        metric(
+            names::STORE_DEGRADED_TRANSITIONS,
+            &format!("{ns},to=connected"),
+            false
+        ),
         Some(1.0)
     );
     assert!(log_contains("budget store reconnected to Redis"));
@@ -241,7 +270,9 @@ async fn restarted_redis_recovers_without_losing_requests() {
         .max_wait(Duration::ZERO)
         .build_with_store(store.clone())
         .unwrap();
-    let svc = budget.layer().layer(MockBedrock::new(Duration::from_millis(5)));
+    let svc = budget
+        .layer()
+        .layer(MockBedrock::new(Duration::from_millis(5)));
     let sent = Arc::new(Mutex::new((0u64, 0u64))); // (answered ok, failed)
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = {
@@ -251,7 +282,12 @@ async fn restarted_redis_recovers_without_losing_requests() {
             let mut id = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 id += 1;
-                let r = svc.ready().await.unwrap().call(MockRequest::new(MODEL, id, 10, 10)).await;
+                let r = svc
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(MockRequest::new(MODEL, id, 10, 10))
+                    .await;
                 {
                     let mut s = sent.lock().unwrap();
                     if r.is_ok() { s.0 += 1 } else { s.1 += 1 }
@@ -264,11 +300,20 @@ async fn restarted_redis_recovers_without_losing_requests() {
     server.kill();
     eventually("degraded", || store.is_degraded()).await;
     let during = sent.lock().unwrap().0;
-    eventually("served while down", || sent.lock().unwrap().0 >= during + 20).await;
+    eventually("served while down", || {
+        sent.lock().unwrap().0 >= during + 20
+    })
+    .await;
     server.restart();
     eventually("reconnected", || !store.is_degraded()).await;
-    let mut check = redis::Client::open(server.url()).unwrap().get_connection().unwrap();
-    eventually("admissions counted by the new server", || window_tokens(&mut check, &base) > 0).await;
+    let mut check = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    eventually("admissions counted by the new server", || {
+        window_tokens(&mut check, &base) > 0
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     traffic.await.expect("no panic");
     let (ok, failed) = *sent.lock().unwrap();
@@ -284,5 +329,9 @@ async fn restarted_redis_recovers_without_losing_requests() {
         .await
         .expect("room");
     assert!(r.slot < 1 << 63, "a Redis reservation, not a local one");
-    key.settle(r, tower_bedrock_budget::Charge::ZERO, tokio::time::Instant::now());
+    key.settle(
+        r,
+        tower_bedrock_budget::Charge::ZERO,
+        tokio::time::Instant::now(),
+    );
 }

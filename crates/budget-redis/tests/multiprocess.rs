@@ -51,13 +51,18 @@ const CALLERS: usize = 8;
 const MODEL: &str = "amazon.nova-lite-v1:0";
 
 fn epoch_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// The child's part (a no-op unless started by the parent).
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     let prefix = std::env::var(PREFIX).expect("prefix");
     let start_ms: u64 = std::env::var(START).expect("start").parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -113,7 +118,11 @@ fn child_role() {
         for r in log.iter() {
             println!("ADMIT {role} {} {}", r.slot, r.charge.tokens);
         }
-        println!("DONE {role} admitted={} failures={failures} degraded={}", log.len(), store.is_degraded());
+        println!(
+            "DONE {role} admitted={} failures={failures} degraded={}",
+            log.len(),
+            store.is_degraded()
+        );
     });
 }
 
@@ -149,8 +158,11 @@ fn three_processes_share_one_quota() {
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts.as_slice() {
                 ["ADMIT", role, slot, tokens] => {
-                    let (p, slot, tokens): (usize, u64, u64) =
-                        (role.parse().unwrap(), slot.parse().unwrap(), tokens.parse().unwrap());
+                    let (p, slot, tokens): (usize, u64, u64) = (
+                        role.parse().unwrap(),
+                        slot.parse().unwrap(),
+                        tokens.parse().unwrap(),
+                    );
                     *per_slot.entry(slot).or_default() += tokens;
                     per_process[p] += tokens;
                     first_last[p].0 = first_last[p].0.min(slot);
@@ -176,7 +188,11 @@ fn three_processes_share_one_quota() {
     for s in lo..=hi {
         let sum: u64 = per_slot.range(s..=s + k).map(|(_, t)| t).sum();
         worst = worst.max(sum);
-        assert!(sum <= LIMIT, "{sum} tokens admitted in sub-windows {s}..={}", s + k);
+        assert!(
+            sum <= LIMIT,
+            "{sum} tokens admitted in sub-windows {s}..={}",
+            s + k
+        );
     }
     // Throughput, while all three ran, after the first window, over whole
     // ring spans (the admissions come in bursts where room reappears, so a
@@ -184,7 +200,10 @@ fn three_processes_share_one_quota() {
     let from = first_last.iter().map(|f| f.0).max().unwrap() + k + 1;
     let last = first_last.iter().map(|f| f.1).min().unwrap();
     let spans = last.saturating_sub(from) / (k + 1);
-    assert!(spans >= 2, "a steady period of at least two windows ({from}..{last})");
+    assert!(
+        spans >= 2,
+        "a steady period of at least two windows ({from}..{last})"
+    );
     let to = from + spans * (k + 1);
     let admitted: u64 = per_slot.range(from..to).map(|(_, t)| t).sum();
     // The quota over that time: LIMIT per window of K sub-windows.
@@ -194,9 +213,15 @@ fn three_processes_share_one_quota() {
         "worst window {worst}/{LIMIT}; steady throughput {ratio:.4} of the quota over {:.2} windows; per process {per_process:?}",
         (to - from) as f64 / k as f64
     );
-    assert!((0.97..=1.0).contains(&ratio), "throughput {ratio:.4} of the quota");
+    assert!(
+        (0.97..=1.0).contains(&ratio),
+        "throughput {ratio:.4} of the quota"
+    );
     let total: u64 = per_process.iter().sum();
     for (p, t) in per_process.iter().enumerate() {
-        assert!(*t as f64 >= 0.2 * total as f64, "process {p} got {t} of {total}");
+        assert!(
+            *t as f64 >= 0.2 * total as f64,
+            "process {p} got {t} of {total}"
+        );
     }
 }

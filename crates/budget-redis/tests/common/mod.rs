@@ -16,7 +16,11 @@ pub fn unique_prefix(name: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros();
-    format!("tbtest-{name}-{}-{t}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "tbtest-{name}-{}-{t}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub mod recording;

@@ -14,7 +14,11 @@ impl RedisServer {
     /// Starts `redis-server` (from `PATH`, or `REDIS_SERVER_BIN`) on a free
     /// port of 127.0.0.1, without persistence.
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut s = RedisServer { port, child: None };
         s.restart();
         s
@@ -35,7 +39,9 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {bin} ({e}): install redis-server (apt-get install redis-server)")
+                panic!(
+                    "cannot start {bin} ({e}): install redis-server (apt-get install redis-server)"
+                )
             });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -55,7 +61,11 @@ impl RedisServer {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        let ok = Command::new("kill").args([sig, &pid]).status().unwrap().success();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill {sig} {pid}");
     }
 
@@ -72,10 +82,10 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if let Some(c) = &self.child {
             // A paused process must be continued to die promptly.
             let _ = Command::new("kill")
-                .args(["-CONT", &self.child.as_ref().unwrap().id().to_string()])
+                .args(["-CONT", &c.id().to_string()])
                 .status();
         }
         self.kill();
