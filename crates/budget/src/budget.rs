@@ -183,7 +183,8 @@ impl BudgetBuilder {
     }
 
     /// Longest a request waits for room before it is shed (30 s by
-    /// default). Zero sheds at once when there is no room.
+    /// default), counted from the first poll of its response future. Zero
+    /// sheds at once when there is no room.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self

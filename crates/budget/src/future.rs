@@ -216,8 +216,8 @@ pub(crate) struct Admission<K: StoreKey> {
     key: Arc<KeyState<K>>,
     tenant: Arc<TenantInfo>,
     charge: Charge,
-    arrived: Instant,
-    deadline: Instant,
+    /// Set on the first poll: the maximum wait counts from there.
+    deadline: Option<Instant>,
     phase: Phase<K::Reserve>,
     queued: Option<QueueSlot<K>>,
     waited_since: Option<Instant>,
@@ -229,21 +229,15 @@ pub(crate) struct Admission<K: StoreKey> {
 
 impl<K: StoreKey> Admission<K> {
     pub(crate) fn new(key: Arc<KeyState<K>>, tenant: Arc<TenantInfo>, charge: Charge) -> Self {
-        let arrived = Instant::now();
         let limits = key.configured();
         let too_large = charge.tokens > limits.tokens
             || limits.day_tokens.is_some_and(|d| charge.tokens > d)
             || limits.requests.is_some_and(|r| charge.requests > r);
-        // A maximum wait too long for the clock means "no limit".
-        let deadline = arrived
-            .checked_add(key.config.max_wait)
-            .unwrap_or_else(|| arrived + Duration::from_secs(100 * 365 * 86_400));
         Admission {
             key,
             tenant,
             charge,
-            arrived,
-            deadline,
+            deadline: None,
             phase: if too_large {
                 Phase::TooLarge
             } else {
@@ -256,6 +250,12 @@ impl<K: StoreKey> Admission<K> {
             epoch: 0,
             sleep: None,
         }
+    }
+
+    /// When the wait ends (set by the first poll, which every other phase
+    /// follows).
+    fn deadline(&self) -> Instant {
+        self.deadline.unwrap_or_else(Instant::now)
     }
 
     /// How long the call waited for room.
@@ -354,7 +354,7 @@ impl<K: StoreKey> Admission<K> {
             self.waited_since = Some(now);
             self.note_waiting();
         }
-        if now >= self.deadline {
+        if now >= self.deadline() {
             return Some(self.shed(now, LocalRejection::BudgetExhausted));
         }
         self.phase = Phase::Waiting { refused: true };
@@ -370,7 +370,12 @@ impl<K: StoreKey> Admission<K> {
                     return Poll::Ready(Err(self.shed(now, LocalRejection::RequestTooLarge)));
                 }
                 Phase::Start => {
-                    let now = self.arrived.max(Instant::now());
+                    let now = Instant::now();
+                    // A maximum wait too long for the clock means "no limit".
+                    self.deadline = Some(
+                        now.checked_add(self.key.config.max_wait)
+                            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400)),
+                    );
                     let mut s = self.key.sched.lock();
                     if s.has_waiters() {
                         self.queued = Some(Self::queue_slot(&self.key, &self.tenant, &mut s));
@@ -477,15 +482,15 @@ impl<K: StoreKey> Admission<K> {
                             }
                         }
                     }
-                    if now >= self.deadline {
+                    if now >= self.deadline() {
                         drop(s);
                         return Poll::Ready(Err(self.shed(now, LocalRejection::BudgetExhausted)));
                     }
                     s.set_waker(tenant, id, cx.waker());
                     drop(s);
                     let wake_at = match (is_head, self.retry_at) {
-                        (true, Some(t)) => t.min(self.deadline),
-                        _ => self.deadline,
+                        (true, Some(t)) => t.min(self.deadline()),
+                        _ => self.deadline(),
                     };
                     let sleep = self
                         .sleep
