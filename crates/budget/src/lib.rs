@@ -24,11 +24,15 @@
 //! than the whole window fails at once with `Local(RequestTooLarge)`.
 //!
 //! Several applications share one quota through **tenants**:
-//! [`Budget::tenant`]`(name, weight)` gives each its own layer. Under
-//! contention each waiting request is served from the tenant with the
-//! lowest weighted recent usage (a noisy tenant cannot starve a quiet one),
-//! and a tenant may use whatever the others leave idle. Tenants in the
+//! [`Budget::tenant`]`(name, weight)` gives each its own layer. Each tenant
+//! has its own FIFO queue per key; when room appears, the next request is
+//! taken from the tenant with the lowest weighted recent usage (its share of
+//! the key's tokens or requests, whichever is scarcer, decayed over one
+//! window, divided by its weight), so a noisy tenant cannot starve a quiet
+//! one, and a tenant may use whatever the others leave idle (nothing is set
+//! aside for a tenant that sends nothing). Tenants in the
 //! [`Priority::Interactive`] class are served before [`Priority::Batch`].
+//! With a single tenant the order is plain FIFO per key.
 //!
 //! When a rate throttle comes back despite admission (other processes share
 //! the account), the key's effective limit is lowered multiplicatively and
