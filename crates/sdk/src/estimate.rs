@@ -1,12 +1,12 @@
-//! The input-token heuristic used by [`ModelRequest::token_demand`]
-//! (tower_bedrock_core::ModelRequest::token_demand).
+//! The input-token heuristic used by
+//! [`ModelRequest::token_demand`](tower_bedrock_core::ModelRequest::token_demand).
 //!
 //! **Heuristic: one token per 4 characters**, rounded up per piece of text
 //! (characters are Unicode scalar values). English prose averages about 4
 //! characters per token with the Claude, Nova and Llama tokenizers; code
 //! and non-Latin scripts use more tokens per character, so the estimate is
 //! low for them: call CountTokens (see
-//! [`TokenEstimator`](crate::TokenEstimator)) where precision matters. The
+//! [`CountTokensLayer`](crate::CountTokensLayer)) where precision matters. The
 //! same rule is used by the emulator, so its quotas and this estimate agree.
 //!
 //! What is counted:

@@ -18,6 +18,8 @@
 //! - [`BedrockStream`]: response streams with an idle timeout per event,
 //!   in-stream exceptions classified, usage reported exactly once at the
 //!   end;
+//! - [`CountTokensLayer`]: exact input tokens from the CountTokens API
+//!   for the budget, where the heuristic is not good enough;
 //! - [`adapter`]: tower services as the SDK's HTTP client
 //!   ([`LayeredHttpClient`], [`ServiceConnector`], [`ConnectorService`]), so
 //!   layers can run below the SDK too.
@@ -79,6 +81,7 @@
 pub mod adapter;
 mod cap;
 mod client;
+mod count;
 pub mod error;
 pub mod estimate;
 mod interceptor;
@@ -90,6 +93,7 @@ pub mod stream;
 /// The futures of [`BedrockService`] and of the adapter services.
 pub mod future {
     pub use crate::adapter::ConnectorServiceFuture;
+    pub use crate::count::CountTokensFuture;
     pub use crate::service::ResponseFuture;
 }
 
@@ -100,6 +104,7 @@ pub use client::{
     DEFAULT_MAX_CONNECTIONS_PER_HOST, DEFAULT_OPERATION_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
 };
+pub use count::{CountTokens, CountTokensLayer, Countable};
 pub use error::{ClientBuildError, PoolWaitTimeout, StreamError};
 pub use interceptor::{
     CACHE_READ_TOKEN_COUNT_HEADER, CACHE_WRITE_TOKEN_COUNT_HEADER, HeaderUsage,

@@ -38,7 +38,7 @@ fn set_max_tokens(c: &mut Option<InferenceConfiguration>, max: u64) {
 }
 
 macro_rules! request_type {
-    ($(#[$doc:meta])* $name:ident, $input:ty) => {
+    ($(#[$doc:meta])* $name:ident, $input:ty $(, $counted:ident)?) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
@@ -46,12 +46,19 @@ macro_rules! request_type {
             pub input: $input,
             /// The caller's report, if one is attached.
             pub report: Option<CallReport>,
+            $(
+            /// The exact input tokens, when counted (by
+            /// [`CountTokensLayer`](crate::CountTokensLayer) or yourself):
+            /// [`token_demand`](ModelRequest::token_demand) then uses it
+            /// instead of the [heuristic](crate::estimate).
+            pub $counted: Option<u64>,
+            )?
         }
 
         impl $name {
             /// Wraps an input.
             pub fn new(input: $input) -> Self {
-                $name { input, report: None }
+                $name { input, report: None, $($counted: None,)? }
             }
 
             /// Attaches a [`CallReport`] that the layers fill in.
@@ -78,22 +85,26 @@ macro_rules! request_type {
 request_type!(
     /// A Converse call.
     ConverseRequest,
-    ConverseInput
+    ConverseInput,
+    counted_input_tokens
 );
 request_type!(
     /// A ConverseStream call.
     ConverseStreamRequest,
-    ConverseStreamInput
+    ConverseStreamInput,
+    counted_input_tokens
 );
 request_type!(
     /// An InvokeModel call.
     InvokeModelRequest,
-    InvokeModelInput
+    InvokeModelInput,
+    counted_input_tokens
 );
 request_type!(
     /// An InvokeModelWithResponseStream call.
     InvokeModelStreamRequest,
-    InvokeModelWithResponseStreamInput
+    InvokeModelWithResponseStreamInput,
+    counted_input_tokens
 );
 request_type!(
     /// A CountTokens call.
@@ -116,11 +127,13 @@ impl ModelRequest for ConverseRequest {
     fn token_demand(&self) -> TokenDemand {
         let i = &self.input;
         TokenDemand {
-            input_tokens: estimate::converse_tokens(
-                i.messages.as_deref().unwrap_or_default(),
-                i.system.as_deref().unwrap_or_default(),
-                i.tool_config.as_ref(),
-            ),
+            input_tokens: self.counted_input_tokens.unwrap_or_else(|| {
+                estimate::converse_tokens(
+                    i.messages.as_deref().unwrap_or_default(),
+                    i.system.as_deref().unwrap_or_default(),
+                    i.tool_config.as_ref(),
+                )
+            }),
             max_output_tokens: max_tokens_of(i.inference_config.as_ref()),
         }
     }
@@ -147,11 +160,13 @@ impl ModelRequest for ConverseStreamRequest {
     fn token_demand(&self) -> TokenDemand {
         let i = &self.input;
         TokenDemand {
-            input_tokens: estimate::converse_tokens(
-                i.messages.as_deref().unwrap_or_default(),
-                i.system.as_deref().unwrap_or_default(),
-                i.tool_config.as_ref(),
-            ),
+            input_tokens: self.counted_input_tokens.unwrap_or_else(|| {
+                estimate::converse_tokens(
+                    i.messages.as_deref().unwrap_or_default(),
+                    i.system.as_deref().unwrap_or_default(),
+                    i.tool_config.as_ref(),
+                )
+            }),
             max_output_tokens: max_tokens_of(i.inference_config.as_ref()),
         }
     }
@@ -165,11 +180,11 @@ impl ModelRequest for ConverseStreamRequest {
     }
 }
 
-fn invoke_demand(body: Option<&Blob>) -> TokenDemand {
+fn invoke_demand(body: Option<&Blob>, counted: Option<u64>) -> TokenDemand {
     let (input_tokens, max_output_tokens) =
         body.map_or((0, None), |b| estimate::invoke_body_demand(b.as_ref()));
     TokenDemand {
-        input_tokens,
+        input_tokens: counted.unwrap_or(input_tokens),
         max_output_tokens,
     }
 }
@@ -194,7 +209,7 @@ impl ModelRequest for InvokeModelRequest {
     /// From the JSON body, by model family (see
     /// [`invoke_body_demand`](crate::estimate::invoke_body_demand)).
     fn token_demand(&self) -> TokenDemand {
-        invoke_demand(self.input.body.as_ref())
+        invoke_demand(self.input.body.as_ref(), self.counted_input_tokens)
     }
 
     /// Rewrites the body's output cap (see
@@ -220,7 +235,7 @@ impl ModelRequest for InvokeModelStreamRequest {
 
     /// As for [`InvokeModelRequest`].
     fn token_demand(&self) -> TokenDemand {
-        invoke_demand(self.input.body.as_ref())
+        invoke_demand(self.input.body.as_ref(), self.counted_input_tokens)
     }
 
     fn set_max_output_tokens(&mut self, max_tokens: u64) {
@@ -241,15 +256,42 @@ impl CountTokensRequest {
     /// Fails only if the SDK's input builder does (it has no required
     /// fields today).
     pub fn for_converse(converse: &ConverseInput) -> Result<Self, BuildError> {
-        let tokens = ConverseTokensRequest::builder()
-            .set_messages(converse.messages.clone())
-            .set_system(converse.system.clone())
-            .set_tool_config(converse.tool_config.clone())
-            .set_additional_model_request_fields(converse.additional_model_request_fields.clone())
-            .build();
+        Self::converse_parts(
+            converse.model_id.clone(),
+            ConverseTokensRequest::builder()
+                .set_messages(converse.messages.clone())
+                .set_system(converse.system.clone())
+                .set_tool_config(converse.tool_config.clone())
+                .set_additional_model_request_fields(
+                    converse.additional_model_request_fields.clone(),
+                )
+                .build(),
+        )
+    }
+
+    /// A CountTokens call for what a ConverseStream call would send (fails
+    /// like [`for_converse`](Self::for_converse)).
+    pub fn for_converse_stream(converse: &ConverseStreamInput) -> Result<Self, BuildError> {
+        Self::converse_parts(
+            converse.model_id.clone(),
+            ConverseTokensRequest::builder()
+                .set_messages(converse.messages.clone())
+                .set_system(converse.system.clone())
+                .set_tool_config(converse.tool_config.clone())
+                .set_additional_model_request_fields(
+                    converse.additional_model_request_fields.clone(),
+                )
+                .build(),
+        )
+    }
+
+    fn converse_parts(
+        model_id: Option<String>,
+        tokens: ConverseTokensRequest,
+    ) -> Result<Self, BuildError> {
         Ok(CountTokensRequest::new(
             CountTokensInput::builder()
-                .set_model_id(converse.model_id.clone())
+                .set_model_id(model_id)
                 .input(TokensInput::Converse(tokens))
                 .build()?,
         ))
@@ -258,13 +300,25 @@ impl CountTokensRequest {
     /// A CountTokens call for an InvokeModel body (fails like
     /// [`for_converse`](Self::for_converse)).
     pub fn for_invoke(invoke: &InvokeModelInput) -> Result<Self, BuildError> {
-        let mut input = CountTokensInput::builder().set_model_id(invoke.model_id.clone());
-        if let Some(body) = &invoke.body
-            && let Ok(r) = aws_sdk_bedrockruntime::types::InvokeModelTokensRequest::builder()
-                .body(body.clone())
-                .build()
-        {
-            input = input.input(TokensInput::InvokeModel(r));
+        Self::invoke_parts(invoke.model_id.clone(), invoke.body.as_ref())
+    }
+
+    /// A CountTokens call for an InvokeModelWithResponseStream body (fails
+    /// like [`for_converse`](Self::for_converse)).
+    pub fn for_invoke_stream(
+        invoke: &InvokeModelWithResponseStreamInput,
+    ) -> Result<Self, BuildError> {
+        Self::invoke_parts(invoke.model_id.clone(), invoke.body.as_ref())
+    }
+
+    fn invoke_parts(model_id: Option<String>, body: Option<&Blob>) -> Result<Self, BuildError> {
+        let mut input = CountTokensInput::builder().set_model_id(model_id);
+        if let Some(body) = body {
+            input = input.input(TokensInput::InvokeModel(
+                aws_sdk_bedrockruntime::types::InvokeModelTokensRequest::builder()
+                    .body(body.clone())
+                    .build()?,
+            ));
         }
         Ok(CountTokensRequest::new(input.build()?))
     }
