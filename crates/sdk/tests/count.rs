@@ -12,33 +12,25 @@ use common::*;
 use tower::{Layer, ServiceExt};
 use tower_bedrock_core::{ModelRequest, ReportsUsage, TokenDemand};
 use tower_bedrock_emulator::EmulatorConfig;
-use tower_bedrock_sdk::{BedrockService, ConverseRequest, CountTokensLayer};
+use tower_bedrock_sdk::{BedrockService, ConverseRequest, ConverseResponse, CountTokensLayer};
 
 /// Records the demand each request shows when it reaches the service below
 /// (where a budget layer would read it), then calls Bedrock.
-fn recording(
-    svc: BedrockService,
-) -> (
-    impl tower::Service<
-        ConverseRequest,
-        Response = tower_bedrock_sdk::ConverseResponse,
-        Error = aws_sdk_bedrockruntime::error::SdkError<
-            aws_sdk_bedrockruntime::operation::converse::ConverseError,
-            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-        >,
-        Future = impl Send,
-    > + Clone
-    + Send
-    + 'static,
-    Arc<Mutex<Vec<TokenDemand>>>,
-) {
+type ConverseErr = aws_sdk_bedrockruntime::error::SdkError<
+    aws_sdk_bedrockruntime::operation::converse::ConverseError,
+    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+>;
+type Recording = tower::util::BoxCloneService<ConverseRequest, ConverseResponse, ConverseErr>;
+type Seen = Arc<Mutex<Vec<TokenDemand>>>;
+
+fn recording(svc: BedrockService) -> (Recording, Seen) {
     let seen: Arc<Mutex<Vec<TokenDemand>>> = Arc::default();
     let log = seen.clone();
     let svc = tower::service_fn(move |req: ConverseRequest| {
         log.lock().unwrap().push(req.token_demand());
         svc.clone().oneshot(req)
     });
-    (svc, seen)
+    (Recording::new(svc), seen)
 }
 
 fn with_tool(model: &str) -> ConverseRequest {
