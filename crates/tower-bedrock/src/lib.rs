@@ -126,7 +126,7 @@ pub use tower_bedrock_fallback as fallback;
 pub use tower_bedrock_retry as retry;
 pub use tower_bedrock_sdk as sdk;
 
-pub use tower::util::BoxCloneService;
+pub use tower::util::{BoxCloneService, BoxCloneSyncService};
 
 pub mod observe;
 pub mod stack;

@@ -22,7 +22,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use tower::util::BoxCloneService;
+use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower_bedrock_breaker::CircuitBreakLayer;
 use tower_bedrock_budget::{Budget, BudgetStore, TokenBudgetLayer};
 use tower_bedrock_classify::ThrottleClassifyLayer;
@@ -624,6 +624,23 @@ impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot, M: Slot> StackBuilder<F, R, B,
     {
         Ok(BoxCloneService::new(self.into_layer()?.layer(inner)))
     }
+
+    /// Like [`service`](Self::service), boxed into a [`BoxCloneSyncService`]
+    /// (also `Sync`: what axum's router state and other shared state ask
+    /// for).
+    #[allow(clippy::type_complexity)]
+    pub fn sync_service<S, Req, X>(
+        self,
+        inner: S,
+    ) -> Result<BoxCloneSyncService<Req, X::Response, X::Error>, BuildError>
+    where
+        BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer, M::Layer>:
+            Layer<S, Service = X>,
+        X: Service<Req> + Clone + Send + Sync + 'static,
+        X::Future: Send + 'static,
+    {
+        Ok(BoxCloneSyncService::new(self.into_layer()?.layer(inner)))
+    }
 }
 
 /// The layers of the preset stack, composed outermost first: fallback,
@@ -701,6 +718,17 @@ impl<F, R, B, T, C, M> BedrockStackLayer<F, R, B, T, C, M> {
         X::Future: Send + 'static,
     {
         BoxCloneService::new(self.layer(inner))
+    }
+
+    /// Builds the stack over `inner` and boxes it into a
+    /// [`BoxCloneSyncService`] (also `Sync`, for axum state).
+    pub fn boxed_sync<S, Req, X>(&self, inner: S) -> BoxCloneSyncService<Req, X::Response, X::Error>
+    where
+        Self: Layer<S, Service = X>,
+        X: Service<Req> + Clone + Send + Sync + 'static,
+        X::Future: Send + 'static,
+    {
+        BoxCloneSyncService::new(self.layer(inner))
     }
 }
 

@@ -1,0 +1,405 @@
+//! An axum chat gateway backed by the tower-bedrock stack.
+//!
+//! ```text
+//! cargo run --example axum_gateway                 # against an in-process emulator
+//! curl -s localhost:3000/v1/chat -H 'x-tenant: app-a' \
+//!      -H 'content-type: application/json' -d '{"prompt":"Hello"}'
+//! curl -s localhost:3000/metrics
+//! ```
+//!
+//! - `POST /v1/chat` with `{"prompt": "...", "max_tokens": 200}` and an
+//!   `x-tenant` header naming the calling application: each tenant has its
+//!   own share of one token budget (the same stack otherwise: one breaker
+//!   per model, one retry budget, one fallback chain for everyone).
+//! - `GET /metrics`: every metric of the stack in the Prometheus text
+//!   format, with a `region` label on each series (see `monitoring/`).
+//! - Errors become HTTP answers: a local shed (the budget had no room) is
+//!   `429 Too Many Requests` with `Retry-After`; an open circuit is `503`
+//!   with `Retry-After`; Bedrock's own throttles and outages that the stack
+//!   could not absorb are `429` / `503`; invalid requests `400`; model
+//!   timeouts `504`. Bodies name the error class, never the prompt.
+//!
+//! `--endpoint-url` points it at another Bedrock endpoint (a standalone
+//! emulator); `--real-bedrock` at Amazon Bedrock with the default
+//! credential chain.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseOutput as Output, InferenceConfiguration, Message,
+};
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Parser;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+use tower_bedrock::breaker::CircuitBreakHandle;
+use tower_bedrock::budget::{Budget, Limits};
+use tower_bedrock::core::{
+    CallReport, Classified, ClassifiedError, ErrorClass, LocalRejection, ReportsUsage,
+};
+use tower_bedrock::fallback::{Chain, Target};
+use tower_bedrock::sdk::{BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse};
+
+type SdkError = aws_sdk_bedrockruntime::error::SdkError<
+    aws_sdk_bedrockruntime::operation::converse::ConverseError,
+    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+>;
+/// The stack's error type.
+pub type ChatError = ClassifiedError<SdkError>;
+/// One tenant's stack.
+pub type ChatService = BoxCloneSyncService<ConverseRequest, ConverseResponse, ChatError>;
+
+/// The gateway's settings.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "A chat gateway backed by the tower-bedrock stack")]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// Bedrock endpoint (an emulator); an in-process emulator is started
+    /// when neither this nor --real-bedrock is given.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Use Amazon Bedrock with the default credential chain.
+    #[arg(long)]
+    pub real_bedrock: bool,
+    /// AWS region (also the `region` label of every metric).
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Primary model.
+    #[arg(long, default_value = "anthropic.claude-sonnet-4-20250514-v1:0")]
+    pub model: String,
+    /// Fallback model.
+    #[arg(long, default_value = "anthropic.claude-3-5-haiku-20241022-v1:0")]
+    pub fallback_model: String,
+    /// Tenants as name=weight, comma separated.
+    #[arg(long, default_value = "app-a=2,app-b=1,app-c=1")]
+    pub tenants: String,
+    /// Tokens per minute the budget admits per model.
+    #[arg(long, default_value_t = 200_000)]
+    pub tokens_per_minute: u64,
+    /// Requests per minute the budget admits per model.
+    #[arg(long)]
+    pub requests_per_minute: Option<u64>,
+    /// Longest wait for budget before a request is shed, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_wait_secs: f64,
+    /// Quota window in seconds (60 for Bedrock; shorter against an
+    /// emulator in compressed time).
+    #[arg(long, default_value_t = 60.0)]
+    pub window_secs: f64,
+}
+
+impl Settings {
+    /// The defaults, as the command line gives them.
+    pub fn defaults() -> Self {
+        Settings::parse_from(["axum_gateway"])
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    tenants: Arc<HashMap<String, ChatService>>,
+    model: Arc<str>,
+    metrics: PrometheusHandle,
+    breakers: CircuitBreakHandle,
+}
+
+impl AppState {
+    /// The breakers of every model (to watch them, or force one open
+    /// during an incident).
+    pub fn breakers(&self) -> &CircuitBreakHandle {
+        &self.breakers
+    }
+}
+
+/// Builds every tenant's stack over one SDK client.
+pub fn state(
+    settings: &Settings,
+    client: aws_sdk_bedrockruntime::Client,
+    metrics: PrometheusHandle,
+) -> Result<AppState, Box<dyn std::error::Error>> {
+    let window = Duration::from_secs_f64(settings.window_secs);
+    let mut limits = Limits::tokens(settings.tokens_per_minute);
+    if let Some(rpm) = settings.requests_per_minute {
+        limits = limits.with_requests(rpm);
+    }
+    let mut budget = Budget::builder()
+        .window(window)
+        .tokens_per_window(limits.tokens)
+        .max_wait(Duration::from_secs_f64(settings.max_wait_secs));
+    if let Some(rpm) = limits.requests {
+        budget = budget.requests_per_window(rpm);
+    }
+    let budget = budget.build()?;
+    let layer = tower_bedrock::stack()
+        .window(window)
+        .fallback_chain(
+            Chain::new()
+                .then(settings.model.as_str())
+                .then(Target::new(&settings.fallback_model).max_tokens(1024)),
+        )
+        .into_layer()?;
+    let bedrock = BedrockService::new(client);
+    let mut tenants = HashMap::new();
+    for spec in settings.tenants.split(',').filter(|s| !s.is_empty()) {
+        let (name, weight) = spec.split_once('=').unwrap_or((spec, "1"));
+        let tenant = budget.tenant(name.trim(), weight.trim().parse()?)?;
+        let svc: ChatService = layer
+            .with_budget_layer(tenant.layer())
+            .boxed_sync::<_, ConverseRequest, _>(bedrock.clone());
+        tenants.insert(name.trim().to_owned(), svc);
+    }
+    Ok(AppState {
+        tenants: Arc::new(tenants),
+        model: Arc::from(settings.model.as_str()),
+        metrics,
+        breakers: layer.breaker_layer().handle(),
+    })
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat", post(chat))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// A Prometheus recorder whose series all carry `region`.
+pub fn prometheus(region: &str) -> metrics_exporter_prometheus::PrometheusRecorder {
+    PrometheusBuilder::new()
+        .add_global_label("region", region)
+        .build_recorder()
+}
+
+/// A chat request.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    /// The user's message.
+    pub prompt: String,
+    /// Cap on the answer's tokens.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+/// A chat answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChatAnswer {
+    /// The model's text.
+    pub text: String,
+    /// The model or profile that answered.
+    pub model: String,
+    /// Whether a fallback model answered.
+    pub degraded: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+}
+
+/// An error answer: the class of the failure, never request content.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChatFailure {
+    /// The error class label (`local`, `throttled`, `unavailable`...).
+    pub error: String,
+    /// The kind label (`budget_exhausted`, `circuit_open`...).
+    pub kind: String,
+    /// A short description (class and code; no body).
+    pub message: String,
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ChatRequest>,
+) -> Response {
+    let Some(tenant) = headers.get("x-tenant").and_then(|v| v.to_str().ok()) else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "client",
+            "tenant",
+            "missing x-tenant header",
+        );
+    };
+    let Some(svc) = state.tenants.get(tenant) else {
+        return failure(StatusCode::FORBIDDEN, "client", "tenant", "unknown tenant");
+    };
+    let input = ConverseInput::builder()
+        .model_id(&*state.model)
+        .messages(
+            match Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text(body.prompt))
+                .build()
+            {
+                Ok(m) => m,
+                Err(_) => {
+                    return failure(
+                        StatusCode::BAD_REQUEST,
+                        "client",
+                        "validation",
+                        "bad message",
+                    );
+                }
+            },
+        )
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(body.max_tokens.unwrap_or(512).min(8192) as i32)
+                .build(),
+        )
+        .build();
+    let Ok(input) = input else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "client",
+            "validation",
+            "bad request",
+        );
+    };
+    let report = CallReport::new();
+    let mut svc = svc.clone();
+    let answer = match svc.ready().await {
+        Ok(ready) => {
+            ready
+                .call(ConverseRequest::new(input).with_report(report.clone()))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let summary = report.summary();
+    match answer {
+        Ok(answer) => {
+            let usage = answer.usage().unwrap_or_default();
+            let text = match &answer.output.output {
+                Some(Output::Message(m)) => m
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().ok().cloned())
+                    .collect::<Vec<_>>()
+                    .join(""),
+                _ => String::new(),
+            };
+            Json(ChatAnswer {
+                text,
+                model: summary.served_by.clone().unwrap_or_default(),
+                degraded: summary.degraded(),
+                attempts: summary.attempts,
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+            })
+            .into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Maps the stack's error to an HTTP answer.
+pub fn error_response(e: &ChatError) -> Response {
+    let c = e.classification();
+    let status = match c.class {
+        // Refused here, without reaching Bedrock: come back later.
+        ErrorClass::Local(LocalRejection::CircuitOpen) => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Local(LocalRejection::RequestTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorClass::Local(_) => StatusCode::TOO_MANY_REQUESTS,
+        ErrorClass::Throttled(_) | ErrorClass::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorClass::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::ModelTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorClass::Client(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let mut response = failure(
+        status,
+        c.class.label(),
+        c.class.kind_label(),
+        &e.to_string(),
+    );
+    let retry_after = c.retry_after.or(match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            Some(Duration::from_secs(1))
+        }
+        _ => None,
+    });
+    if let Some(after) = retry_after {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    response
+}
+
+fn failure(status: StatusCode, error: &str, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ChatFailure {
+            error: error.to_owned(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+        }),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::parse();
+    let recorder = prometheus(&settings.region);
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)?;
+
+    // The Bedrock endpoint: an in-process emulator unless told otherwise.
+    let mut emulator = None;
+    let mut client = BedrockClientBuilder::new().region(settings.region.clone());
+    if !settings.real_bedrock {
+        let url = match &settings.endpoint_url {
+            Some(url) => url.clone(),
+            None => {
+                let e = tower_bedrock_emulator::Emulator::start(
+                    tower_bedrock_emulator::EmulatorConfig::default(),
+                )
+                .await?;
+                let url = e.endpoint_url();
+                println!("emulated Bedrock at {url}");
+                emulator = Some(e);
+                url
+            }
+        };
+        client = client
+            .endpoint_url(url)
+            .static_credentials("AKIDEXAMPLE", "not-a-secret");
+    }
+    let state = state(&settings, client.build().await?, handle)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    println!(
+        "chat gateway on http://{}/v1/chat (metrics on /metrics)",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router(state)).await?;
+    drop(emulator);
+    Ok(())
+}
