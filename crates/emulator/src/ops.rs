@@ -136,7 +136,12 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
         .strip_prefix("/model/")
         .and_then(|p| p.rsplit_once('/'))
         .unwrap_or(("", ""));
-    let Some(op) = Op::parse(op) else {
+    let op = if req.method() == http::Method::POST {
+        Op::parse(op)
+    } else {
+        None
+    };
+    let Some(op) = op else {
         return Err(fail(
             shared,
             BedrockError::new(404, "UnknownOperationException", "Unknown operation"),
@@ -313,7 +318,11 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
         return Ok(r);
     }
     let started = Instant::now();
-    tokio::time::sleep(g.latency.first_token() + g.latency.tokens(output)).await;
+    let delay = g.latency.first_token() + g.latency.tokens(output);
+    // A zero sleep would still wait for the timer wheel's next tick (1 ms).
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let latency_ms = started.elapsed().as_millis() as u64;
     held.settle(output);
     drop(slot);

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Json, Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -262,7 +262,7 @@ fn apply_quotas(shared: &Shared, update: QuotaUpdate) -> Result<(), ConfigError>
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/model/{model_id}/{op}", post(model_op))
+        .route("/model/{model_id}/{op}", any(model_op))
         .route("/_emulator/counters", get(admin_counters))
         .route("/_emulator/usage", get(admin_usage_all))
         .route("/_emulator/usage/{id}", get(admin_usage))

@@ -412,8 +412,14 @@ async fn bad_bodies_get_validation_exceptions() {
     assert_eq!(r.status, 400);
     let r = model_call(emu.addr(), SONNET4, "dance", "{}").await;
     assert_eq!(r.status, 404);
+    let path = format!("/model/{}/converse", SONNET4.replace(':', "%3A"));
+    let r = raw(emu.addr(), "GET", &path, &[SIGV4], b"").await;
+    assert_eq!(
+        (r.status, r.header("x-amzn-ErrorType")),
+        (404, Some("UnknownOperationException"))
+    );
     let n = emu.counters();
-    assert_eq!(n.client_errors, 7);
+    assert_eq!(n.client_errors, 8);
     assert_eq!(n.admitted, 0);
     emu.shutdown().await;
 }
@@ -442,4 +448,36 @@ async fn requests_without_sigv4_are_denied() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()["usage"]["inputTokens"], 1);
     emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_stream_in_flight_finish_then_refuses_connections() {
+    let config = EmulatorConfig::builder()
+        .output_tokens(20)
+        .latency(tower_bedrock_emulator::Latency {
+            time_to_first_token_ms: 0,
+            per_token_ms: 10.0,
+            scale: 1.0,
+        })
+        .build()
+        .unwrap();
+    let emu = start(config).await;
+    let addr = emu.addr();
+    let c = client(&emu);
+    let mut out = c
+        .converse_stream()
+        .model_id(NOVA)
+        .messages(user(PROMPT))
+        .send()
+        .await
+        .unwrap();
+    out.stream.recv().await.unwrap().expect("first event");
+    let stopping = tokio::spawn(emu.shutdown());
+    let mut last = None;
+    while let Some(ev) = out.stream.recv().await.expect("the stream finishes") {
+        last = Some(ev);
+    }
+    assert!(matches!(last, Some(ConverseStreamOutput::Metadata(_))));
+    stopping.await.unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
