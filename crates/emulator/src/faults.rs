@@ -30,6 +30,11 @@ pub enum FaultKind {
     ModelTimeout,
     /// 429 ModelNotReadyException.
     ModelNotReady,
+    /// 424 ModelErrorException.
+    ModelError,
+    /// 400 ServiceQuotaExceededException (InvokeModel models it; other
+    /// operations see an unmodelled error with that code).
+    ServiceQuotaExceeded,
     /// Hold the request this long before answering it normally.
     Stall {
         /// Milliseconds.

@@ -60,7 +60,8 @@ struct Args {
     max_body_bytes: Option<usize>,
     /// A fault, `KIND[:RATE]` with KIND one of overloaded, too_many_requests,
     /// too_many_tokens, unavailable, internal_error, model_timeout,
-    /// model_not_ready, reset, truncate (repeatable).
+    /// model_not_ready, model_error, service_quota_exceeded, reset, truncate
+    /// (repeatable).
     #[arg(long = "fault", value_name = "KIND[:RATE]")]
     faults: Vec<String>,
 }
@@ -82,6 +83,8 @@ fn parse_fault(s: &str) -> Result<FaultRule, String> {
         "internal_error" => FaultKind::InternalError,
         "model_timeout" => FaultKind::ModelTimeout,
         "model_not_ready" => FaultKind::ModelNotReady,
+        "model_error" => FaultKind::ModelError,
+        "service_quota_exceeded" => FaultKind::ServiceQuotaExceeded,
         "reset" => FaultKind::Reset,
         "truncate" => FaultKind::Truncate,
         other => return Err(format!("unknown fault kind {other:?}")),

@@ -88,6 +88,7 @@ fn fail(shared: &Shared, e: BedrockError) -> BedrockError {
         (503, _) => &c.unavailable,
         (500, _) => &c.internal_errors,
         (408, _) => &c.model_timeouts,
+        (_, "ServiceQuotaExceededException") => &c.quota_exceeded,
         _ => &c.client_errors,
     };
     Shared::bump(counter);
@@ -211,6 +212,22 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
                 return Err(fail(
                     shared,
                     BedrockError::new(429, "ModelNotReadyException", messages::MODEL_NOT_READY),
+                ));
+            }
+            FaultKind::ModelError => {
+                return Err(fail(
+                    shared,
+                    BedrockError::new(424, "ModelErrorException", messages::MODEL_ERROR),
+                ));
+            }
+            FaultKind::ServiceQuotaExceeded => {
+                return Err(fail(
+                    shared,
+                    BedrockError::new(
+                        400,
+                        "ServiceQuotaExceededException",
+                        messages::SERVICE_QUOTA_EXCEEDED,
+                    ),
                 ));
             }
             FaultKind::Unavailable => {

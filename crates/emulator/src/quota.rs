@@ -309,4 +309,43 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(c.now(), t0 + Duration::from_secs(3));
     }
+
+    proptest::proptest! {
+        /// Whatever the order of admissions and settlements: used + reserved
+        /// never passes the TPM at admission, reserved is the sum of the
+        /// grants outstanding, and settling them all leaves nothing reserved.
+        #[test]
+        fn reservations_add_up(ops in proptest::collection::vec((0u64..200, 1u64..400, 0u64..500, proptest::bool::ANY), 1..60)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            rt.block_on(async {
+                let mut s = state(Quota::tokens(2000).with_burndown(2));
+                let mut open: Vec<(Grant, u64)> = Vec::new();
+                for (input, max, output, settle_first) in ops {
+                    if settle_first && let Some((g, i)) = open.pop() {
+                        let out = output.min(g.max_tokens);
+                        s.settle("k", g, i, out);
+                    }
+                    let before = s.snapshot("k");
+                    match s.admit("k", input, Some(max)) {
+                        Ok(g) => {
+                            proptest::prop_assert_eq!(g.reserved, input + 2 * max);
+                            proptest::prop_assert!(before.used + before.reserved + g.reserved <= 2000);
+                            open.push((g, input));
+                        }
+                        Err(r) => {
+                            proptest::prop_assert_eq!(r, QuotaRefusal::Tokens);
+                            proptest::prop_assert!(before.used + before.reserved + input + 2 * max > 2000);
+                        }
+                    }
+                    let outstanding: u64 = open.iter().map(|(g, _)| g.reserved).sum();
+                    proptest::prop_assert_eq!(s.snapshot("k").reserved, outstanding);
+                }
+                for (g, i) in open.drain(..) {
+                    s.settle("k", g, i, 0);
+                }
+                proptest::prop_assert_eq!(s.snapshot("k").reserved, 0);
+                Ok(())
+            })?;
+        }
+    }
 }

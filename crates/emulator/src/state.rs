@@ -71,6 +71,8 @@ counters! {
     stream_exceptions,
     /// Pauses inside event streams.
     stream_stalls,
+    /// 400 ServiceQuotaExceededException answers (fault).
+    quota_exceeded,
     /// 4xx client errors (access denied, validation, not found).
     client_errors,
     /// Input tokens of admitted requests.

@@ -276,4 +276,15 @@ mod tests {
         .unwrap();
         assert_eq!((l.input_tokens, l.max_tokens), (2, Some(5)));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_generated_text_costs_exactly_its_tokens(seed: u64, n in 0u64..400, per in 1u64..9) {
+            let chunks = generate_chunks(seed, n, per);
+            let joined: String = chunks.iter().map(|(s, _)| s.as_str()).collect();
+            proptest::prop_assert_eq!(count_text(&joined), n);
+            proptest::prop_assert!(chunks.iter().all(|(_, k)| *k >= 1 && *k <= per));
+            proptest::prop_assert_eq!(joined, generate(seed, n));
+        }
+    }
 }

@@ -29,6 +29,11 @@ pub mod messages {
     /// ModelNotReady.
     pub const MODEL_NOT_READY: &str =
         "Model is not ready to serve inference requests. Try your request again later.";
+    /// 424.
+    pub const MODEL_ERROR: &str =
+        "The model returned an error while processing the request. Try your request again.";
+    /// ServiceQuotaExceeded.
+    pub const SERVICE_QUOTA_EXCEEDED: &str = "Your request exceeded the service quota for this model. Request a quota increase or try again later.";
     /// Unknown model.
     pub const MODEL_NOT_FOUND: &str =
         "Could not resolve the foundation model from the provided model identifier.";

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
 use aws_sdk_bedrockruntime::types::{ConverseStreamOutput, ResponseStream};
@@ -149,11 +150,36 @@ async fn every_error_kind_reaches_the_sdk_as_its_own_variant() {
         // count(1): the next call succeeds.
         converse(&c, NOVA).await.expect("fault spent");
     }
+    emu.set_faults(vec![FaultRule::new(FaultKind::ModelError).count(1)])
+        .unwrap();
+    let e = converse(&c, NOVA).await.unwrap_err();
+    assert_eq!(e.raw_response().unwrap().status().as_u16(), 424);
+    let e = e.into_service_error();
+    assert!(matches!(e, ConverseError::ModelErrorException(_)), "{e:?}");
+    assert_eq!(e.message(), Some(messages::MODEL_ERROR));
+    emu.set_faults(vec![
+        FaultRule::new(FaultKind::ServiceQuotaExceeded).count(1),
+    ])
+    .unwrap();
+    let e = c
+        .invoke_model()
+        .model_id(LLAMA)
+        .body(Blob::new(r#"{"prompt":"hi"}"#))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        matches!(e, InvokeModelError::ServiceQuotaExceededException(_)),
+        "{e:?}"
+    );
+    assert_eq!(e.message(), Some(messages::SERVICE_QUOTA_EXCEEDED));
     let n = emu.counters();
     assert_eq!(
         (n.unavailable, n.internal_errors, n.model_timeouts),
         (1, 1, 1)
     );
+    assert_eq!((n.quota_exceeded, n.client_errors), (1, 1));
     assert_eq!((n.throttled_fault, n.throttled_overloaded), (3, 1));
     emu.shutdown().await;
 }
