@@ -12,21 +12,39 @@
 //! - `converse/classified_service`: plus `ThrottleClassify` above;
 //! - `invoke/raw_sdk` vs `invoke/bedrock_service`: InvokeModel, whose
 //!   adapter adds a per-call interceptor reading the token headers.
+//!
+//! Loopback calls cost about a millisecond, which hides microseconds; the
+//! `in_memory` group replaces the network by a canned Converse answer so
+//! the adapters' own costs show:
+//!
+//! - `in_memory/raw_sdk_native_connector`: the SDK with a plain
+//!   `HttpConnector` (no tower anywhere): the baseline;
+//! - `in_memory/raw_sdk_service_connector`: the same answer from a tower
+//!   `service_fn` through `service_http_client` (`ServiceConnector`);
+//! - `in_memory/raw_sdk_capped`: plus `LayeredHttpClient` with the
+//!   connection cap, as `BedrockClientBuilder` builds it;
+//! - `in_memory/bedrock_service`: plus `BedrockService` on top.
 #![allow(missing_docs)]
 
+use aws_sdk_bedrockruntime::config::SharedHttpClient;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
 use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelInput;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message};
 use aws_sdk_bedrockruntime::{Client, Config};
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_bedrock_classify::ThrottleClassifyLayer;
 use tower_bedrock_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Quota};
 use tower_bedrock_sdk::{
-    BedrockClientBuilder, BedrockService, ConverseRequest, InvokeModelRequest,
+    BedrockClientBuilder, BedrockService, ConverseRequest, InvokeModelRequest, service_http_client,
 };
 
 const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
@@ -171,5 +189,88 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+const CANNED: &str = r#"{"output":{"message":{"role":"assistant","content":[{"text":"sun oak ice"}]}},"stopReason":"end_turn","usage":{"inputTokens":7,"outputTokens":3,"totalTokens":10},"metrics":{"latencyMs":1}}"#;
+
+fn canned() -> http::Response<SdkBody> {
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(SdkBody::from(CANNED))
+        .unwrap()
+}
+
+#[derive(Debug)]
+struct NativeConnector;
+
+impl HttpConnector for NativeConnector {
+    fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+        HttpConnectorFuture::ready(Ok(HttpResponse::try_from(canned()).unwrap()))
+    }
+}
+
+fn in_memory_config(http: SharedHttpClient) -> Config {
+    Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "bench"))
+        .retry_config(RetryConfig::disabled())
+        .http_client(http)
+        .build()
+}
+
+fn bench_in_memory(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let transport = tower::service_fn(|_req: http::Request<SdkBody>| async {
+        Ok::<_, std::convert::Infallible>(canned())
+    });
+    let native = Client::from_conf(in_memory_config(http_client_fn(|_, _| {
+        SharedHttpConnector::new(NativeConnector)
+    })));
+    let service = Client::from_conf(in_memory_config(service_http_client(transport)));
+    let capped = rt.block_on(async {
+        BedrockClientBuilder::new()
+            .region("us-east-1")
+            .static_credentials("AKID", "SECRET")
+            .http_client(service_http_client(transport))
+            .build()
+            .await
+            .unwrap()
+    });
+    let mut g = c.benchmark_group("in_memory");
+    for (name, client) in [
+        ("raw_sdk_native_connector", native),
+        ("raw_sdk_service_connector", service),
+        ("raw_sdk_capped", capped.clone()),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let client = client.clone();
+                async move {
+                    client
+                        .converse()
+                        .model_id(MODEL)
+                        .messages(message())
+                        .send()
+                        .await
+                        .unwrap()
+                }
+            })
+        });
+    }
+    let svc = BedrockService::new(capped);
+    g.bench_function("bedrock_service", |b| {
+        b.to_async(&rt).iter(|| async {
+            svc.clone()
+                .oneshot(ConverseRequest::new(converse_input()))
+                .await
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_in_memory, bench);
 criterion_main!(benches);
