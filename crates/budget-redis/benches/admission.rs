@@ -16,13 +16,13 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tokio::time::Instant;
+use tokio::time::Instant as Now;
 use tower::{Layer, Service};
-use tower_bedrock_budget::testing::{MockBedrock, MockRequest};
 use tower_bedrock_budget::{
     Budget, BudgetStore, Charge, InMemoryStore, Limits, StoreKey, WindowSpec,
 };
 use tower_bedrock_budget_redis::RedisStore;
+use tower_bedrock_core::{ClassifiedError, ModelRequest, ReportsUsage, TokenDemand, Usage};
 
 const MODEL: &str = "amazon.nova-lite-v1:0";
 const LIMITS: Limits = Limits::tokens(u64::MAX / 4);
@@ -41,8 +41,52 @@ fn redis() -> RedisStore {
     store
 }
 
-/// `poll_ready` (the mock is always ready), then `call`.
-fn ready_call<S: Service<MockRequest>>(svc: &mut S, req: MockRequest) -> S::Future {
+struct Req;
+
+impl ModelRequest for Req {
+    fn model_id(&self) -> &str {
+        MODEL
+    }
+    fn set_model_id(&mut self, _: &str) {}
+    fn token_demand(&self) -> TokenDemand {
+        TokenDemand {
+            input_tokens: 100,
+            max_output_tokens: Some(400),
+        }
+    }
+}
+
+struct Resp;
+
+impl ReportsUsage for Resp {
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage::new(100, 50))
+    }
+}
+
+/// A model that answers at once (no timer, unlike a zero sleep).
+#[derive(Clone, Copy)]
+struct AtOnce;
+
+impl Service<Req> for AtOnce {
+    type Response = Resp;
+    type Error = ClassifiedError<std::io::Error>;
+    type Future = std::future::Ready<Result<Resp, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Req) -> Self::Future {
+        std::future::ready(Ok(Resp))
+    }
+}
+
+/// `poll_ready` (the model is always ready), then `call`.
+fn ready_call<S: Service<Req>>(svc: &mut S, req: Req) -> S::Future {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert!(svc.poll_ready(&mut cx).is_ready());
     svc.call(req)
@@ -61,20 +105,20 @@ fn reserve_settle(c: &mut Criterion) {
     g.bench_function("in_memory", |b| {
         b.to_async(&rt).iter(|| async {
             let r = mk
-                .reserve(LIMITS, Charge::call(500), Instant::now())
+                .reserve(LIMITS, Charge::call(500), Now::now())
                 .await
                 .unwrap();
-            mk.settle(black_box(r), Charge::call(150), Instant::now());
+            mk.settle(black_box(r), Charge::call(150), Now::now());
         })
     });
     let rk = red.key(MODEL, &spec);
     g.bench_function("redis", |b| {
         b.to_async(&rt).iter(|| async {
             let r = rk
-                .reserve(LIMITS, Charge::call(500), Instant::now())
+                .reserve(LIMITS, Charge::call(500), Now::now())
                 .await
                 .unwrap();
-            rk.settle(black_box(r), Charge::call(150), Instant::now());
+            rk.settle(black_box(r), Charge::call(150), Now::now());
         })
     });
     g.finish();
@@ -91,7 +135,7 @@ fn reserve_settle(c: &mut Criterion) {
                     for _ in 0..64 {
                         let (mk, key) = (mk.clone(), key.clone());
                         tasks.spawn(async move {
-                            let now = Instant::now();
+                            let now = Now::now();
                             match key {
                                 Some(k) => {
                                     let r =
@@ -126,17 +170,17 @@ fn reserve_settle(c: &mut Criterion) {
         .fixed_limits()
         .build_with_store(red.clone())
         .unwrap();
-    let mut mem_svc = mem_budget.layer().layer(MockBedrock::new(Duration::ZERO));
-    let mut red_svc = red_budget.layer().layer(MockBedrock::new(Duration::ZERO));
+    let mut mem_svc = mem_budget.layer().layer(AtOnce);
+    let mut red_svc = red_budget.layer().layer(AtOnce);
     g.bench_function("in_memory", |b| {
         b.to_async(&rt).iter(|| {
-            let fut = ready_call(&mut mem_svc, MockRequest::new(MODEL, 1, 100, 400));
+            let fut = ready_call(&mut mem_svc, Req);
             async move { fut.await.unwrap() }
         })
     });
     g.bench_function("redis", |b| {
         b.to_async(&rt).iter(|| {
-            let fut = ready_call(&mut red_svc, MockRequest::new(MODEL, 1, 100, 400));
+            let fut = ready_call(&mut red_svc, Req);
             async move { fut.await.unwrap() }
         })
     });

@@ -88,7 +88,7 @@ impl RedisStoreBuilder {
                 pool_size: 2,
                 connect_timeout: Duration::from_secs(1),
                 response_timeout: Duration::from_millis(250),
-                snapshot_timeout: Duration::from_millis(250),
+                snapshot_timeout: Duration::from_millis(25),
                 reconnect_min: Duration::from_millis(50),
                 reconnect_max: Duration::from_secs(2),
                 heartbeat: Duration::from_secs(1),
@@ -143,7 +143,7 @@ impl RedisStoreBuilder {
 
     /// How long [`snapshot`](tower_bedrock_budget::StoreKey::snapshot)
     /// blocks for a fresh answer before returning the last known state
-    /// (default 250 ms).
+    /// (default 25 ms).
     pub fn snapshot_timeout(mut self, d: Duration) -> Self {
         self.config.snapshot_timeout = d;
         self

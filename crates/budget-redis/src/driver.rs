@@ -4,7 +4,8 @@
 //! caller: a runtime without I/O, a paused clock, or `Drop`). It holds
 //! `pool_size` workers; each owns one multiplexed connection and a queue.
 //! A key always goes to the same worker, which sends what its queue holds
-//! as one pipeline and waits for the replies before the next: a key's
+//! as one pipeline, with up to four pipelines in flight on the connection
+//! (which keeps them in order) and their replies handled in order: a key's
 //! operations are applied in the order they were queued (so a snapshot or
 //! a reservation sees the settlements queued before it).
 //!
@@ -13,14 +14,22 @@
 //! reservations made in Redis are kept (in order) and replayed after the
 //! reconnect; each carries a per-instance, per-key sequence number that the
 //! script records, so a replay of a settlement that was in fact applied is
-//! skipped (never lost, never counted twice). Once reconnected, the charges
-//! made from local shares are merged into Redis (in the current sub-window).
+//! skipped (never lost, never counted twice). This needs each key's
+//! settlements to be applied in sequence order: they are numbered when
+//! first sent, pending ones are kept sorted, a connection only carries
+//! pipelines in order, and a new connection is made only when nothing is
+//! in flight on the old one (if pipeline N+1 was applied, so was N).
+//! Once reconnected, the charges made from local shares are merged into
+//! Redis (in the current sub-window).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Pipeline, Value};
 use tokio::sync::mpsc;
@@ -104,7 +113,7 @@ pub(crate) fn spawn(
             rx,
             conn: None,
             scripts: Scripts::new(),
-            pending: VecDeque::new(),
+            pending: Vec::new(),
             merge_slots: HashMap::new(),
             backoff: common.config.reconnect_min,
             next_attempt: None,
@@ -148,12 +157,41 @@ struct Worker {
     rx: mpsc::UnboundedReceiver<Op>,
     conn: Option<MultiplexedConnection>,
     scripts: Scripts,
-    /// Settlements sent but not acknowledged, oldest first.
-    pending: VecDeque<SettleOp>,
+    /// Settlements not acknowledged yet, in the order to apply them.
+    pending: Vec<SettleOp>,
     /// Sub-windows each merged epoch's charges went to, per key.
     merge_slots: HashMap<(usize, u64), (u64, u64)>,
     backoff: Duration,
     next_attempt: Option<Instant>,
+}
+
+/// Pipelines in flight per connection at most (the connection keeps them
+/// in order; replies are handled in order).
+const MAX_IN_FLIGHT: usize = 4;
+
+/// What a round trip carried.
+struct Flight {
+    replay: Vec<SettleOp>,
+    ops: Vec<Op>,
+    now: Instant,
+}
+
+/// The replies, or why there are none and whether the connection was
+/// refused or dropped (worth one immediate reconnect) rather than slow.
+type FlightResult = Result<Vec<Value>, (String, bool)>;
+type FlightFuture = Pin<Box<dyn Future<Output = (Flight, FlightResult)> + Send>>;
+type InFlight = FuturesOrdered<FlightFuture>;
+
+async fn query(conn: &mut MultiplexedConnection, pipe: &Pipeline, limit: Duration) -> FlightResult {
+    match timeout(limit, pipe.query_async::<Vec<Value>>(conn)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err((
+            e.category().to_owned(),
+            !e.is_timeout()
+                && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()),
+        )),
+        Err(_) => Err(("response timeout".into(), false)),
+    }
 }
 
 /// One parsed script reply: `{flag, a, b, now_us, tokens, requests, day}`.
@@ -216,31 +254,52 @@ fn opt(x: Option<u64>) -> i64 {
 
 impl Worker {
     async fn run(mut self) {
+        let mut in_flight: InFlight = FuturesOrdered::new();
+        let mut open = true;
         loop {
-            let first = match (self.conn.is_some(), self.next_attempt) {
-                (false, Some(at)) => {
-                    tokio::select! {
-                        op = self.rx.recv() => match op { Some(op) => Some(op), None => break },
-                        () = sleep_until(at) => None,
+            let reconnect_at = match (self.conn.is_none(), self.next_attempt) {
+                (true, Some(at)) if in_flight.is_empty() => Some(at),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                Some((flight, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let idle = in_flight.is_empty();
+                    self.finish(flight, result, idle).await;
+                }
+                op = self.rx.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => match op {
+                    Some(op) => {
+                        let mut batch = vec![op];
+                        while batch.len() < self.common.config.max_batch {
+                            match self.rx.try_recv() {
+                                Ok(op) => batch.push(op),
+                                Err(_) => break,
+                            }
+                        }
+                        let idle = in_flight.is_empty();
+                        if let Some(f) = self.start(batch, idle).await {
+                            in_flight.push_back(f);
+                        }
+                    }
+                    None => open = false,
+                },
+                () = sleep_until(reconnect_at.unwrap_or_else(Instant::now)), if open && reconnect_at.is_some() => {
+                    if let Some(f) = self.start(Vec::new(), true).await {
+                        in_flight.push_back(f);
                     }
                 }
-                _ => match self.rx.recv().await {
-                    Some(op) => Some(op),
-                    None => break,
-                },
-            };
-            let mut batch: Vec<Op> = first.into_iter().collect();
-            while batch.len() < self.common.config.max_batch {
-                match self.rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
+                else => {}
             }
-            self.process(batch).await;
-        }
-        // Every handle is gone: one last attempt at what is still pending.
-        if !self.pending.is_empty() {
-            self.process(Vec::new()).await;
+            if !open && in_flight.is_empty() {
+                // Every handle is gone: one last attempt at what is pending.
+                if !self.pending.is_empty()
+                    && let Some(f) = self.start(Vec::new(), true).await
+                {
+                    let (flight, result) = f.await;
+                    self.finish(flight, result, true).await;
+                }
+                break;
+            }
         }
     }
 
@@ -329,7 +388,7 @@ impl Worker {
                 (snap, epoch)
             };
             let (s, epoch) = snap;
-            self.pending.push_back(SettleOp {
+            self.pending.push(SettleOp {
                 key: key.clone(),
                 target: SettleTarget::Merge(epoch & 0x7FF),
                 reserved: [0; 3],
@@ -435,86 +494,110 @@ impl Worker {
         }
     }
 
-    /// One pipeline. The error says why, and whether the connection was
-    /// refused or dropped (worth one immediate reconnect) rather than slow.
-    async fn round_trip(&mut self, ops: &[Op]) -> Result<Vec<Value>, (String, bool)> {
+    fn pipeline(&self, replay: &[SettleOp], ops: &[Op]) -> Pipeline {
         let mut p = redis::pipe();
         p.ignore_errors();
-        for s in &self.pending {
+        for s in replay {
             self.settle_cmd(&mut p, s);
         }
         for op in ops {
             self.op_cmd(&mut p, op);
         }
-        let limit = self.common.config.response_timeout;
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(("not connected".into(), true));
-        };
-        match timeout(limit, p.query_async::<Vec<Value>>(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err((
-                e.category().to_owned(),
-                !e.is_timeout()
-                    && (e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error()),
-            )),
-            Err(_) => Err(("response timeout".into(), false)),
-        }
+        p
     }
 
-    async fn process(&mut self, mut ops: Vec<Op>) {
+    /// Keeps pending settlements in the order they must be applied: those
+    /// already numbered by sequence, then the others in arrival order.
+    fn requeue(&mut self, replay: Vec<SettleOp>) {
+        self.pending.extend(replay);
+        self.pending.sort_by_key(|s| (s.seq.is_none(), s.seq));
+    }
+
+    /// Starts a round trip for `ops` (with the settlements to replay
+    /// first), or answers them without Redis. A connection is (re)made
+    /// only when nothing is in flight (`idle`) on the old one.
+    async fn start(&mut self, mut ops: Vec<Op>, idle: bool) -> Option<FlightFuture> {
         let now = Instant::now();
-        if self.conn.is_none() && self.next_attempt.is_none_or(|at| now >= at) {
+        if self.conn.is_none() && idle && self.next_attempt.is_none_or(|at| now >= at) {
             self.connect().await;
         }
-        if self.conn.is_none() {
+        let Some(mut conn) = self.conn.clone() else {
             self.answer_degraded(ops, now);
-            return;
-        }
+            return None;
+        };
         self.queue_merges(now);
         // Sequence numbers in the order the settlements are applied.
-        for s in self.pending.iter_mut() {
+        self.requeue(Vec::new());
+        for s in &mut self.pending {
             if s.seq.is_none() {
                 s.seq = Some(s.key.next_seq());
             }
         }
-        for op in ops.iter_mut() {
+        for op in &mut ops {
             if let Op::Settle(s) = op {
                 s.seq = Some(s.key.next_seq());
             }
         }
-        let mut result = self.round_trip(&ops).await;
-        if let Err((_, true)) = &result {
-            // The connection was dropped (a restarted server, an idle
-            // connection closed): one fresh connection before degrading.
+        let replay = std::mem::take(&mut self.pending);
+        let pipe = self.pipeline(&replay, &ops);
+        let limit = self.common.config.response_timeout;
+        Some(Box::pin(async move {
+            let result = query(&mut conn, &pipe, limit).await;
+            (Flight { replay, ops, now }, result)
+        }))
+    }
+
+    /// Handles a round trip's outcome (in the order they were sent).
+    async fn finish(&mut self, flight: Flight, result: FlightResult, idle: bool) {
+        let Flight { replay, ops, now } = flight;
+        let noscript = matches!(&result, Ok(v) if v.iter().any(is_noscript));
+        let dropped = matches!(&result, Err((_, true)));
+        if !(noscript || (dropped && idle)) {
+            return self.conclude(replay, ops, result, now);
+        }
+        // Once more, at once: with the scripts reloaded (Redis restarted or
+        // its cache was flushed: nothing with NOSCRIPT was applied), or on
+        // a fresh connection (a restarted server, a closed idle
+        // connection). The settlements pending meanwhile go along, in order.
+        self.requeue(replay);
+        if dropped {
             self.conn = None;
             self.connect().await;
-            if self.conn.is_some() {
-                result = self.round_trip(&ops).await;
-            }
-        }
-        if let Ok(values) = &result
-            && values.iter().any(is_noscript)
-        {
-            // Redis restarted or its script cache was flushed: nothing
-            // with NOSCRIPT was applied, reload and send again.
+        } else if let Some(conn) = self.conn.as_mut() {
             let mut loaded = true;
-            if let Some(conn) = self.conn.as_mut() {
-                for s in self.scripts.all() {
-                    loaded &= s.load_async(conn).await.is_ok();
-                }
+            for s in self.scripts.all() {
+                loaded &= s.load_async(conn).await.is_ok();
             }
-            result = if loaded {
-                self.round_trip(&ops).await
-            } else {
-                Err(("script load failed".into(), false))
-            };
+            if !loaded {
+                self.failed("script load failed");
+            }
         }
+        let Some(mut conn) = self.conn.clone() else {
+            self.answer_degraded(ops, now);
+            return;
+        };
+        let replay = std::mem::take(&mut self.pending);
+        let pipe = self.pipeline(&replay, &ops);
+        let result = query(&mut conn, &pipe, self.common.config.response_timeout).await;
+        self.conclude(replay, ops, result, now);
+    }
+
+    fn conclude(
+        &mut self,
+        replay: Vec<SettleOp>,
+        ops: Vec<Op>,
+        result: FlightResult,
+        now: Instant,
+    ) {
         match result {
-            Ok(values) if values.len() == self.pending.len() + ops.len() => {
-                self.recovered();
+            Ok(values)
+                if values.len() == replay.len() + ops.len() && !values.iter().any(is_noscript) =>
+            {
+                if self.conn.is_some() {
+                    self.recovered();
+                }
                 let mut values = values.into_iter();
-                let pending = std::mem::take(&mut self.pending);
-                for (s, v) in pending.into_iter().zip(values.by_ref()) {
+                for (s, v) in replay.into_iter().zip(values.by_ref()) {
                     self.settled(&s, &v);
                 }
                 for (op, v) in ops.into_iter().zip(values) {
@@ -522,10 +605,12 @@ impl Worker {
                 }
             }
             Ok(_) => {
+                self.requeue(replay);
                 self.failed("unexpected reply");
                 self.answer_degraded(ops, now);
             }
             Err((reason, _)) => {
+                self.requeue(replay);
                 self.failed(&reason);
                 self.answer_degraded(ops, now);
             }
@@ -639,7 +724,7 @@ impl Worker {
                     let r = key.local_reserve(limits, charge, at);
                     reply.complete(r, now);
                 }
-                Op::Settle(s) => self.pending.push_back(s),
+                Op::Settle(s) => self.requeue(vec![s]),
                 Op::Snapshot { reply, .. } => {
                     let _ = reply.try_send(None);
                 }

@@ -174,7 +174,8 @@
 //! timeouts, driven by one background thread with its own small tokio
 //! runtime, so the store works from any caller (a runtime without I/O, a
 //! paused test clock, `Drop`). Each budget key always uses the same
-//! connection; what is queued for a connection is sent as one pipeline.
+//! connection; what is queued for a connection is sent as one pipeline,
+//! up to four pipelines in flight per connection.
 //! The URL comes from configuration: `redis://[user:password@]host:port/db`
 //! for authentication, `rediss://` for TLS with the `tls` feature (rustls;
 //! install a rustls `CryptoProvider` at start-up), `redis+unix://` for a
