@@ -19,6 +19,16 @@ use crate::state::{InFlight, Shared};
 use crate::tokens::{self, Family, Prompt};
 use crate::wire::{BedrockError, event_frame, exception_frame, messages};
 
+/// What the request log line shows about a model request (set as a
+/// response extension; never any content).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogInfo {
+    pub(crate) op: &'static str,
+    pub(crate) model: String,
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
+}
+
 /// Marker extension: the connection must be closed without an answer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResetConnection;
@@ -42,6 +52,16 @@ impl Op {
             "count-tokens" => Op::CountTokens,
             _ => return None,
         })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Converse => "Converse",
+            Op::ConverseStream => "ConverseStream",
+            Op::Invoke => "InvokeModel",
+            Op::InvokeStream => "InvokeModelWithResponseStream",
+            Op::CountTokens => "CountTokens",
+        }
     }
 
     fn streaming(self) -> bool {
@@ -99,18 +119,39 @@ fn fail(shared: &Shared, e: BedrockError) -> BedrockError {
 pub(crate) async fn model_op(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let rid = shared.request_id();
     Shared::bump(&shared.counters.requests);
-    let mut resp = match serve(&shared, req).await {
+    let mut log = LogInfo::default();
+    let mut resp = match serve(&shared, req, &mut log).await {
         Ok(r) => r,
         Err(e) => e.into_response(&rid),
     };
+    resp.extensions_mut().insert(log);
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert("x-amzn-RequestId", v);
     }
     resp
 }
 
-async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockError> {
-    // 1. Authentication: a SigV4 header must be present (not verified).
+async fn serve(
+    shared: &Arc<Shared>,
+    req: Request,
+    log: &mut LogInfo,
+) -> Result<Response, BedrockError> {
+    // 1. Route (acted upon after authentication, like AWS).
+    let path = req.uri().path().to_owned();
+    let (raw_id, op) = path
+        .strip_prefix("/model/")
+        .and_then(|p| p.rsplit_once('/'))
+        .unwrap_or(("", ""));
+    let op = if req.method() == http::Method::POST {
+        Op::parse(op)
+    } else {
+        None
+    };
+    log.op = op.map_or("unknown", Op::name);
+    log.model = percent_encoding::percent_decode_str(raw_id)
+        .decode_utf8_lossy()
+        .into_owned();
+    // 2. Authentication: a SigV4 header must be present (not verified).
     match req.headers().get(http::header::AUTHORIZATION) {
         None => {
             return Err(fail(
@@ -126,28 +167,19 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
         }
         Some(_) => {}
     }
-    // 2. Connection cap.
+    // 3. Connection cap.
     let Some(slot) = InFlight::acquire(shared) else {
         Shared::bump(&shared.counters.connection_cap);
         return Err(BedrockError::unavailable(messages::TOO_MANY_CONNECTIONS));
     };
-    // 3. Route and model id.
-    let path = req.uri().path();
-    let (raw_id, op) = path
-        .strip_prefix("/model/")
-        .and_then(|p| p.rsplit_once('/'))
-        .unwrap_or(("", ""));
-    let op = if req.method() == http::Method::POST {
-        Op::parse(op)
-    } else {
-        None
-    };
+    // 4. Operation and model id.
     let Some(op) = op else {
         return Err(fail(
             shared,
             BedrockError::new(404, "UnknownOperationException", "Unknown operation"),
         ));
     };
+    log.op = op.name();
     let id = match percent_encoding::percent_decode_str(raw_id).decode_utf8() {
         Ok(id) if !id.is_empty() => id.into_owned(),
         _ => {
@@ -157,6 +189,7 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
             ));
         }
     };
+    log.model.clone_from(&id);
     let (_, base) = split_profile(&id);
     let base = base.to_owned();
     if !shared.is_known(&base) {
@@ -165,7 +198,7 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
             BedrockError::new(404, "ResourceNotFoundException", messages::MODEL_NOT_FOUND),
         ));
     }
-    // 4. Bounded body, then JSON.
+    // 5. Bounded body, then JSON.
     let limit = shared.initial.max_body_bytes;
     let raw = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
@@ -187,7 +220,8 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
         Op::CountTokens => count_tokens_prompt(family, &body, &raw),
     }
     .map_err(|e| fail(shared, BedrockError::validation(e.0)))?;
-    // 5. Faults.
+    log.input_tokens = Some(prompt.input_tokens);
+    // 6. Faults.
     let drawn = shared.faults.lock().draw(&id, &base, op.streaming());
     let mut truncate = false;
     if let Some(kind) = drawn.request {
@@ -270,7 +304,7 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
         let body = json!({ "inputTokens": prompt.input_tokens }).to_string();
         return Ok(json_response(body, truncate));
     }
-    // 6. Quota.
+    // 7. Quota.
     let grant = shared
         .quotas
         .lock()
@@ -305,6 +339,7 @@ async fn serve(shared: &Arc<Shared>, req: Request) -> Result<Response, BedrockEr
         done: false,
     };
     let output = shared.initial.output_tokens.min(grant.max_tokens);
+    log.output_tokens = Some(output);
     let stop = if output >= grant.max_tokens && prompt.max_tokens.is_some() {
         Stop::MaxTokens
     } else {

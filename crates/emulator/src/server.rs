@@ -24,7 +24,7 @@ use tower_service::Service;
 
 use crate::config::{ConfigError, EmulatorConfig, Latency, Quota};
 use crate::faults::FaultRule;
-use crate::ops::{ResetConnection, model_op};
+use crate::ops::{LogInfo, ResetConnection, model_op};
 use crate::quota::BucketSnapshot;
 use crate::state::{CounterSnapshot, Shared};
 
@@ -456,17 +456,31 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let reset = resp.extensions().get::<ResetConnection>().is_some();
-    tracing::info!(
-        target: "bedrock_emulator::request",
-        %method,
-        path,
-        status = resp.status().as_u16(),
-        code,
-        request_id = rid,
-        reset,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
+    let status = resp.status().as_u16();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match resp.extensions().get::<LogInfo>() {
+        Some(l) => tracing::info!(
+            target: "bedrock_emulator::request",
+            op = l.op,
+            model = %l.model,
+            status,
+            code,
+            request_id = rid,
+            input_tokens = l.input_tokens,
+            output_tokens = l.output_tokens,
+            reset,
+            elapsed_ms,
+            "request"
+        ),
+        None => tracing::info!(
+            target: "bedrock_emulator::request",
+            %method,
+            path,
+            status,
+            elapsed_ms,
+            "non-model request"
+        ),
+    }
     if reset {
         return Err(Reset);
     }
