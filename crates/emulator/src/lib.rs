@@ -6,7 +6,7 @@
 //! (restJson1 errors with `x-amzn-ErrorType` and `x-amzn-RequestId`,
 //! `application/vnd.amazon.eventstream` streams), serves Converse,
 //! ConverseStream, InvokeModel, InvokeModelWithResponseStream and
-//! CountTokens, enforces Bedrock's quota model ([`quota`](crate::config::Quota):
+//! CountTokens, enforces Bedrock's quota model ([`Quota`]:
 //! TPM with reservation at admission and settlement at completion, burndown,
 //! optional RPM, tokens per day, a configurable window) and can be told to
 //! misbehave ([`FaultRule`]s, deterministic given a seed). An admin API under
@@ -20,6 +20,16 @@
 //!
 //! Tokens: see [`tokens`] for the heuristic shared by CountTokens, usage
 //! and quotas.
+//!
+//! In tests: the default [`Latency`] is zero; a [`EmulatorConfig::frozen_clock`]
+//! makes quota windows move only through [`EmulatorHandle::advance_clock`],
+//! so no outcome depends on when a wall-clock window turns; fault draws are
+//! deterministic given [`EmulatorConfig::seed`] and the order of requests.
+//! Use an SDK client with retries disabled, so that every 429/503 is seen.
+//!
+//! Logging: one `tracing` event per request (target
+//! `bedrock_emulator::request`) with the operation, model id, status, error
+//! code, request id and token counts; never a body or a credential.
 //!
 //! # Example
 //!

@@ -263,6 +263,7 @@ fn apply_quotas(shared: &Shared, update: QuotaUpdate) -> Result<(), ConfigError>
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/model/{model_id}/{op}", any(model_op))
+        .route("/_emulator/health", get(|| async { "ok" }))
         .route("/_emulator/counters", get(admin_counters))
         .route("/_emulator/usage", get(admin_usage_all))
         .route("/_emulator/usage/{id}", get(admin_usage))

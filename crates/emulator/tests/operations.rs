@@ -444,6 +444,8 @@ async fn requests_without_sigv4_are_denied() {
     .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["message"], messages::INVALID_AUTH);
+    let health = admin(&emu, "GET", "/health", "").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"));
     let ok = model_call(emu.addr(), SONNET4, "converse", body).await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()["usage"]["inputTokens"], 1);
