@@ -16,7 +16,7 @@
 //! Ids: the known foundation models are [`DEFAULT_MODELS`] plus
 //! [`EmulatorConfig::models`]; any inference profile prefix (`us.`,
 //! `global.`...) or ARN of a known model is accepted; quotas are kept per id
-//! as sent, so a profile has quotas of its own.
+//! (an ARN counts as its resource id), so a profile has quotas of its own.
 //!
 //! Tokens: see [`tokens`] for the heuristic shared by CountTokens, usage
 //! and quotas.

@@ -11,7 +11,7 @@ use http::HeaderValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tower_bedrock_core::model::split_profile;
+use tower_bedrock_core::model::{resource_id, split_profile};
 
 use crate::faults::FaultKind;
 use crate::quota::{Grant, QuotaRefusal};
@@ -181,7 +181,8 @@ async fn serve(
     };
     log.op = op.name();
     let id = match percent_encoding::percent_decode_str(raw_id).decode_utf8() {
-        Ok(id) if !id.is_empty() => id.into_owned(),
+        // An ARN is reduced to its resource id: the model or profile id.
+        Ok(id) if !id.is_empty() => resource_id(&id).to_owned(),
         _ => {
             return Err(fail(
                 shared,

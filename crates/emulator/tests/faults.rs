@@ -70,12 +70,12 @@ async fn faults_toggled_through_the_admin_api() {
         &emu,
         "PUT",
         "/faults",
-        r#"[{"kind":"overloaded","for_ms":300}]"#,
+        r#"[{"kind":"overloaded","for_ms":1000}]"#,
     )
     .await;
     assert_eq!(r.status, 204);
     converse(&c, NOVA).await.expect_err("overloaded now");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     converse(&c, NOVA).await.expect("the period is over");
     emu.shutdown().await;
 }

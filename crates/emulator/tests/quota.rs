@@ -123,6 +123,10 @@ async fn an_inference_profile_has_a_quota_of_its_own() {
     call(&c, &format!("eu.{NOVA}"), 100)
         .await
         .expect("other profile untouched");
+    // The profile's ARN is the same key as the profile id.
+    let arn = format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.{NOVA}");
+    let e = call(&c, &arn, 100).await.expect_err("same bucket");
+    assert_throttled(&e, messages::TOO_MANY_TOKENS);
     emu.shutdown().await;
 }
 
