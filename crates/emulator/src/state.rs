@@ -160,6 +160,7 @@ impl Shared {
             q.reset();
             q.default_quota = self.initial.default_quota;
             q.quotas = self.initial.quotas.clone();
+            q.window = self.initial.window();
         }
         {
             let mut f = self.faults.lock();

@@ -272,9 +272,25 @@ async fn quotas_change_at_run_time_through_the_admin_api() {
     let r = admin(&emu, "POST", "/clock", r#"{"advance_ms":60000}"#).await;
     assert_eq!(r.status, 204);
     call(&c, NOVA, 100).await.expect("next window");
+    let r = admin(&emu, "GET", "/usage", "").await;
+    assert_eq!(r.json()[NOVA]["used"], 49);
+    // A shorter window at run time (the frozen clock is on a boundary of
+    // every window length, so the current window is fresh).
+    let r = admin(&emu, "PUT", "/quotas", r#"{"window_ms":1000}"#).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(emu.usage(NOVA).next_window_in_ms, 1000);
+    let r = admin(
+        &emu,
+        "PUT",
+        "/latency",
+        r#"{"time_to_first_token_ms":0,"per_token_ms":0.0,"scale":-1.0}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
     let r = admin(&emu, "POST", "/reset", "").await;
     assert_eq!(r.status, 204);
     assert_eq!(emu.counters().admitted, 0);
+    assert_eq!(emu.usage(NOVA).next_window_in_ms, 60_000);
     for _ in 0..5 {
         call(&c, NOVA, 100).await.expect("startup quota back");
     }
