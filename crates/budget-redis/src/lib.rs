@@ -88,10 +88,12 @@
 //!   current one when that has left the window, exactly like the in-memory
 //!   store. It is queued (settlement runs from `Drop`) and applied in order
 //!   with the key's other operations;
-//! - **every key has an expiry**, refreshed by each script: two ring spans
-//!   (2 x (window + sub-window)) for the window hashes, two day spans for
+//! - **every key has an expiry**: two ring spans (2 x (window +
+//!   sub-window)) for the window hashes, refreshed whenever their head
+//!   moves (so at least once per sub-window of activity), two day spans for
 //!   the day hash and the settlement sequence hash; the instances set
-//!   expires too. An idle budget leaves nothing behind.
+//!   expires too. An idle budget leaves nothing behind
+//!   (`tests/expiry.rs`).
 //!
 //! Sub-windows are numbered in microseconds since the UNIX epoch (so every
 //! process agrees on them), with the sub-window length rounded down to a

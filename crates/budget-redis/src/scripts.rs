@@ -5,8 +5,9 @@
 //! sum of the live slots, and one field per live slot (its absolute number,
 //! in wall-clock sub-windows since the UNIX epoch) with its count. Advancing
 //! the head removes the slots that fell out of the ring, exactly as
-//! `Ring::advance` does in memory: O(1) amortised per admission. Every call
-//! refreshes the hashes' expiry (two ring spans), so an idle key disappears.
+//! `Ring::advance` does in memory: O(1) amortised per admission. A hash's
+//! expiry (two ring spans) is refreshed whenever its head moves (at least
+//! once per sub-window of activity), so an idle key disappears.
 //!
 //! Slot numbers are written with `%d`: Lua's default number formatting
 //! switches to exponents beyond 14 digits.
@@ -16,6 +17,7 @@ use redis::Script;
 /// Functions shared by the scripts.
 const COMMON: &str = r#"
 local function f(x) return string.format('%d', x) end
+local client_clock = tonumber(ARGV[1]) >= 0
 local function now_us(arg)
   local n = tonumber(arg)
   if n < 0 then
@@ -25,18 +27,27 @@ local function now_us(arg)
   return n
 end
 -- Moves the ring's head to `slot` (never backwards); returns head, sum.
-local function advance(key, slot, K)
+-- Refreshes the hash's expiry when the head moved or the hash is new, or
+-- always on the caller's clock (logical and real time may differ there):
+-- a head that did not move was set less than one sub-window ago, with an
+-- expiry of two ring spans.
+local function advance(key, slot, K, ttl, always)
   local hs = redis.call('HMGET', key, 'h', 's')
   local h = tonumber(hs[1])
   if not h then
     redis.call('HSET', key, 'h', f(slot), 's', '0')
+    redis.call('PEXPIRE', key, ttl)
     return slot, 0
   end
   local s = tonumber(hs[2]) or 0
-  if slot <= h then return h, s end
+  if slot <= h then
+    if always then redis.call('PEXPIRE', key, ttl) end
+    return h, s
+  end
   if slot - h >= K + 1 then
     redis.call('DEL', key)
     redis.call('HSET', key, 'h', f(slot), 's', '0')
+    redis.call('PEXPIRE', key, ttl)
     return slot, 0
   end
   for x = h + 1, slot do
@@ -48,6 +59,7 @@ local function advance(key, slot, K)
     end
   end
   redis.call('HSET', key, 'h', f(slot), 's', f(s))
+  redis.call('PEXPIRE', key, ttl)
   return slot, s
 end
 local function live(slot, h, K) return slot <= h and slot + K >= h end
@@ -111,12 +123,9 @@ local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), to
 local lt, lr, ld = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local ct, cr = tonumber(ARGV[9]), tonumber(ARGV[10])
 local slot, dslot = math.floor(now / g), math.floor(now / dg)
-local th, ts = advance(KEYS[1], slot, K)
-local rh, rs = advance(KEYS[2], slot, K)
-local dh, ds = advance(KEYS[3], dslot, dK)
-redis.call('PEXPIRE', KEYS[1], ARGV[11])
-redis.call('PEXPIRE', KEYS[2], ARGV[11])
-redis.call('PEXPIRE', KEYS[3], ARGV[12])
+local th, ts = advance(KEYS[1], slot, K, ARGV[11], client_clock)
+local rh, rs = advance(KEYS[2], slot, K, ARGV[11], client_clock)
+local dh, ds = advance(KEYS[3], dslot, dK, ARGV[12], client_clock)
 local checks = {
   {1, KEYS[1], th, ts, lt, ct, K, g},
   {2, KEYS[2], rh, rs, lr, cr, K, g},
@@ -163,12 +172,9 @@ const SETTLE: &str = r#"
 local now = now_us(ARGV[1])
 local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local cur, dcur = math.floor(now / g), math.floor(now / dg)
-local th, ts = advance(KEYS[1], cur, K)
-local rh, rs = advance(KEYS[2], cur, K)
-local dh, ds = advance(KEYS[3], dcur, dK)
-redis.call('PEXPIRE', KEYS[1], ARGV[14])
-redis.call('PEXPIRE', KEYS[2], ARGV[14])
-redis.call('PEXPIRE', KEYS[3], ARGV[15])
+local th, ts = advance(KEYS[1], cur, K, ARGV[14], client_clock)
+local rh, rs = advance(KEYS[2], cur, K, ARGV[14], client_clock)
+local dh, ds = advance(KEYS[3], dcur, dK, ARGV[15], client_clock)
 local seq = tonumber(ARGV[17])
 local last = tonumber(redis.call('HGET', KEYS[4], ARGV[16])) or 0
 if seq <= last then return {0, -1, -1, now, ts, rs, ds} end
@@ -189,12 +195,9 @@ return {1, slot, dslot, now, ts, rs, ds}
 const SNAPSHOT: &str = r#"
 local now = now_us(ARGV[1])
 local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local _, ts = advance(KEYS[1], math.floor(now / g), K)
-local _, rs = advance(KEYS[2], math.floor(now / g), K)
-local _, ds = advance(KEYS[3], math.floor(now / dg), dK)
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PEXPIRE', KEYS[3], ARGV[7])
+local _, ts = advance(KEYS[1], math.floor(now / g), K, ARGV[6], client_clock)
+local _, rs = advance(KEYS[2], math.floor(now / g), K, ARGV[6], client_clock)
+local _, ds = advance(KEYS[3], math.floor(now / dg), dK, ARGV[7], client_clock)
 return {now, ts, rs, ds}
 "#;
 

@@ -1,0 +1,68 @@
+//! Every key the store writes has an expiry (LiteLLM's keys without one
+//! pile up), and the budget's keys are namespaced by prefix, account,
+//! region and model.
+//!
+//! Needs Redis: `BUDGET_REDIS_URL`, default `redis://127.0.0.1:6379`.
+
+mod common;
+
+use std::time::Duration;
+
+use redis::Commands;
+use tower_bedrock_budget::{BudgetStore, Charge, Limits, StoreKey, WindowSpec};
+use tower_bedrock_budget_redis::RedisStore;
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_key_expires_and_is_namespaced() {
+    let prefix = common::unique_prefix("expiry");
+    let store = RedisStore::builder(common::redis_url())
+        .prefix(&prefix)
+        .account("123456789012")
+        .region("eu-west-1")
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    assert!(store.wait_connected(Duration::from_secs(5)), "no Redis");
+    let spec = WindowSpec {
+        window: Duration::from_secs(1),
+        sub_windows: 10,
+        day: Duration::from_secs(10),
+        day_sub_windows: 10,
+    };
+    for model in [
+        "amazon.nova-lite-v1:0",
+        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+    ] {
+        let key = store.key(model, &spec);
+        let now = tokio::time::Instant::now();
+        let r = key
+            .reserve(Limits::tokens(1000), Charge::call(10), now)
+            .await
+            .unwrap();
+        key.settle(r, Charge::call(5), now);
+        assert_eq!(key.snapshot(now).tokens, 5);
+    }
+    // Let a heartbeat register the instance.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut conn = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).unwrap();
+    assert!(keys.len() >= 2 * 4 + 1, "{keys:?}");
+    for k in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query(&mut conn).unwrap();
+        assert!(ttl > 0, "{k} has no expiry ({ttl})");
+        // The longest is two day spans (2 x 11 s).
+        assert!(ttl <= 22_000, "{k}: {ttl} ms");
+        assert!(
+            k.starts_with(&format!("{prefix}:{{123456789012:eu-west-1")),
+            "{k} is namespaced"
+        );
+    }
+    assert!(
+        keys.iter()
+            .any(|k| k.contains(":amazon.nova-lite-v1:0}:tok"))
+    );
+    assert!(keys.iter().any(|k| k.ends_with("}:instances")));
+}
