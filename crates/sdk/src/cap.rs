@@ -32,16 +32,26 @@ use crate::error::PoolWaitTimeout;
 struct CapState {
     per_host: usize,
     wait_timeout: Option<Duration>,
-    hosts: Mutex<HashMap<Box<str>, Arc<Semaphore>>>,
+    hosts: Mutex<HashMap<Box<str>, Arc<HostSlots>>>,
+}
+
+/// The slots of one host (the name is kept for errors and traces, so a
+/// call allocates nothing once its host is known).
+struct HostSlots {
+    host: Box<str>,
+    semaphore: Arc<Semaphore>,
 }
 
 impl CapState {
-    fn semaphore(&self, host: &str) -> Arc<Semaphore> {
+    fn slots(&self, host: &str) -> Arc<HostSlots> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = hosts.get(host) {
             return s.clone();
         }
-        let s = Arc::new(Semaphore::new(self.per_host));
+        let s = Arc::new(HostSlots {
+            host: host.into(),
+            semaphore: Arc::new(Semaphore::new(self.per_host)),
+        });
         hosts.insert(host.into(), s.clone());
         s
     }
@@ -98,7 +108,7 @@ impl ConnectionCapLayer {
         let hosts = self.state.hosts.lock().unwrap_or_else(|p| p.into_inner());
         hosts
             .get(host)
-            .map_or(0, |s| self.state.per_host - s.available_permits())
+            .map_or(0, |s| self.state.per_host - s.semaphore.available_permits())
     }
 }
 
@@ -153,23 +163,24 @@ where
         // clone that must be polled ready again before its next call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let host = req.uri().authority().map_or("", |a| a.as_str()).to_owned();
-        let semaphore = self.state.semaphore(&host);
+        let slots = self
+            .state
+            .slots(req.uri().authority().map_or("", |a| a.as_str()));
         let wait_timeout = self.state.wait_timeout;
         Box::pin(async move {
-            let permit = match semaphore.clone().try_acquire_owned() {
+            let permit = match slots.semaphore.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
                     tracing::debug!(
                         target: "tower_bedrock::sdk",
-                        host = %host,
+                        host = %slots.host,
                         "connection cap reached; waiting for a slot"
                     );
-                    let acquire = semaphore.acquire_owned();
+                    let acquire = slots.semaphore.clone().acquire_owned();
                     let acquired = match wait_timeout {
                         Some(t) => tokio::time::timeout(t, acquire)
                             .await
-                            .map_err(|_| PoolWaitTimeout::new(t, &host))?,
+                            .map_err(|_| PoolWaitTimeout::new(t, &slots.host))?,
                         None => acquire.await,
                     };
                     // The semaphore is never closed.
