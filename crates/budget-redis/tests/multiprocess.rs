@@ -119,9 +119,10 @@ fn child_role() {
             println!("ADMIT {role} {} {}", r.slot, r.charge.tokens);
         }
         println!(
-            "DONE {role} admitted={} failures={failures} degraded={}",
+            "DONE {role} admitted={} failures={failures} degraded={} live={}",
             log.len(),
-            store.is_degraded()
+            store.is_degraded(),
+            store.live_instances()
         );
     });
 }
@@ -171,6 +172,8 @@ fn three_processes_share_one_quota() {
                 ["DONE", ..] => {
                     println!("{line}");
                     assert!(line.contains("degraded=false"), "{line}");
+                    // The heartbeats saw all three processes.
+                    assert!(line.contains(&format!("live={PROCESSES}")), "{line}");
                     done += 1;
                 }
                 _ => {}
