@@ -6,7 +6,8 @@
 //!   it on the same connection, so its cost shows up here too);
 //! - `layer/*`: one call through the whole `TokenBudget` layer over a
 //!   service that answers at once (the budget also takes a snapshot after
-//!   each settlement for its gauges: a blocking round trip with Redis);
+//!   each settlement for its gauges: a blocking round trip with Redis,
+//!   unless `fresh_snapshots(false)`: `layer/redis_last_known_snapshots`);
 //! - `concurrent64/*`: 64 reservations in flight at once from 64 tasks,
 //!   then settled: throughput (elements per second) with pipelining.
 //!
@@ -181,6 +182,27 @@ fn reserve_settle(c: &mut Criterion) {
     g.bench_function("redis", |b| {
         b.to_async(&rt).iter(|| {
             let fut = ready_call(&mut red_svc, Req);
+            async move { fut.await.unwrap() }
+        })
+    });
+    // Snapshots (read by the budget after each settlement for its gauges)
+    // from the last reply instead of a blocking read.
+    let url = std::env::var("BUDGET_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let last_known = RedisStore::builder(url)
+        .prefix(format!("tbbench-lk-{}", std::process::id()))
+        .fresh_snapshots(false)
+        .build()
+        .unwrap();
+    assert!(last_known.wait_connected(Duration::from_secs(5)));
+    let lk_budget = Budget::builder()
+        .tokens_per_window(u64::MAX / 4)
+        .fixed_limits()
+        .build_with_store(last_known)
+        .unwrap();
+    let mut lk_svc = lk_budget.layer().layer(AtOnce);
+    g.bench_function("redis_last_known_snapshots", |b| {
+        b.to_async(&rt).iter(|| {
+            let fut = ready_call(&mut lk_svc, Req);
             async move { fut.await.unwrap() }
         })
     });

@@ -34,6 +34,7 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) snapshot_timeout: Duration,
+    pub(crate) fresh_snapshots: bool,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) heartbeat: Duration,
@@ -89,6 +90,7 @@ impl RedisStoreBuilder {
                 connect_timeout: Duration::from_secs(1),
                 response_timeout: Duration::from_millis(250),
                 snapshot_timeout: Duration::from_millis(25),
+                fresh_snapshots: true,
                 reconnect_min: Duration::from_millis(50),
                 reconnect_max: Duration::from_secs(2),
                 heartbeat: Duration::from_secs(1),
@@ -146,6 +148,18 @@ impl RedisStoreBuilder {
     /// (default 25 ms).
     pub fn snapshot_timeout(mut self, d: Duration) -> Self {
         self.config.snapshot_timeout = d;
+        self
+    }
+
+    /// Whether [`snapshot`](tower_bedrock_budget::StoreKey::snapshot)
+    /// reads Redis (default true: a blocking round trip, ordered after this
+    /// process's queued settlements, as exact as the in-memory store's) or
+    /// answers at once from the window sums of the key's last reply (false:
+    /// no blocking, possibly one operation behind). The budget reads a
+    /// snapshot after every settlement for its gauges, so `false` saves a
+    /// blocking round trip per call; `Budget::snapshot` is then approximate.
+    pub fn fresh_snapshots(mut self, fresh: bool) -> Self {
+        self.config.fresh_snapshots = fresh;
         self
     }
 

@@ -190,8 +190,11 @@
 //! process's queued settlements, blocking the caller up to
 //! [`snapshot_timeout`](RedisStoreBuilder::snapshot_timeout) (then the last
 //! known state). The budget reads a snapshot after each settlement to set
-//! its utilisation gauges, so that costs one more round trip per call. The
-//! reserved counts are this process's calls in flight.
+//! its utilisation gauges, so that costs one more blocking round trip per
+//! call; [`fresh_snapshots(false)`](RedisStoreBuilder::fresh_snapshots)
+//! answers from the sums of the key's last reply instead (no blocking,
+//! possibly one operation behind). The reserved counts are this process's
+//! calls in flight.
 //!
 //! # Running the tests
 //!

@@ -377,7 +377,9 @@ impl KeyShared {
     }
 
     fn snapshot(self: &Arc<Self>, now: Instant) -> StoreSnapshot {
-        let fresh = if self.worker.degraded.load(Ordering::Relaxed) {
+        let fresh = if self.worker.degraded.load(Ordering::Relaxed)
+            || !self.common.config.fresh_snapshots
+        {
             None
         } else {
             let (reply, rx) = std::sync::mpsc::sync_channel(1);
@@ -492,8 +494,9 @@ impl StoreKey for RedisKey {
 
     /// A fresh read (one round trip, blocking the calling thread up to the
     /// snapshot timeout, ordered after this process's queued settlements),
-    /// or the last known state when degraded or slow. Reserved counts are
-    /// this process's calls in flight.
+    /// or the last known state when degraded, slow, or configured so
+    /// ([`RedisStoreBuilder::fresh_snapshots`]). Reserved counts are this
+    /// process's calls in flight.
     fn snapshot(&self, now: Instant) -> StoreSnapshot {
         self.shared.snapshot(now)
     }

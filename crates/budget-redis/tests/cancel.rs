@@ -50,3 +50,27 @@ async fn dropped_reservations_leave_nothing_charged() {
         .expect("room");
     key.settle(r, Charge::ZERO, now);
 }
+
+/// Without fresh snapshots, a snapshot answers at once from the sums the
+/// key's last reply carried.
+#[tokio::test(flavor = "current_thread")]
+async fn last_known_snapshots_come_from_the_replies() {
+    let store = RedisStore::builder(common::redis_url())
+        .prefix(common::unique_prefix("lastknown"))
+        .fresh_snapshots(false)
+        .build()
+        .unwrap();
+    assert!(store.wait_connected(Duration::from_secs(5)), "no Redis");
+    let key = store.key("m", &WindowSpec::default());
+    let limits = Limits::tokens(1000);
+    let now = tokio::time::Instant::now();
+    let a = key.reserve(limits, Charge::call(300), now).await.unwrap();
+    let s = key.snapshot(now);
+    assert_eq!((s.tokens, s.requests, s.reserved_tokens), (300, 1, 300));
+    key.settle(a, Charge::call(100), now);
+    // The settlement is queued; the next reply carries its effect.
+    let b = key.reserve(limits, Charge::call(50), now).await.unwrap();
+    let s = key.snapshot(now);
+    assert_eq!((s.tokens, s.requests, s.reserved_tokens), (150, 2, 50));
+    key.settle(b, Charge::ZERO, now);
+}
