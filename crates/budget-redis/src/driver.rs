@@ -63,6 +63,27 @@ pub(crate) struct SettleOp {
     pub(crate) seq: Option<u64>,
 }
 
+/// Where a reservation's outcome goes. Dropped without an answer (a
+/// worker gone wrong), it answers from the local share, so no caller waits
+/// forever.
+pub(crate) struct ReplyGuard(pub(crate) Option<Arc<Pending>>);
+
+impl ReplyGuard {
+    fn complete(mut self, result: Result<Reservation, Refusal>, now: Instant) {
+        if let Some(p) = self.0.take() {
+            p.complete(result, now);
+        }
+    }
+}
+
+impl Drop for ReplyGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            p.complete_locally();
+        }
+    }
+}
+
 pub(crate) enum Op {
     Reserve {
         key: Arc<KeyShared>,
@@ -70,7 +91,7 @@ pub(crate) enum Op {
         charge: Charge,
         now: Instant,
         now_us: Option<u64>,
-        reply: Arc<Pending>,
+        reply: ReplyGuard,
     },
     Settle(SettleOp),
     Snapshot {

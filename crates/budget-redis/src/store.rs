@@ -16,7 +16,7 @@ use tower_bedrock_budget::{
 };
 
 use crate::config::{Config, RedisStoreBuilder, TimeSource};
-use crate::driver::{self, Op, SettleOp, SettleTarget};
+use crate::driver::{self, Op, ReplyGuard, SettleOp, SettleTarget};
 use crate::error::BuildError;
 use crate::names;
 
@@ -454,14 +454,14 @@ impl StoreKey for RedisKey {
         if key.worker.degraded.load(Ordering::Relaxed) {
             return ReserveFuture::ready(key.local_reserve(limits, charge, now));
         }
-        let pending = Arc::new(Pending::new(key.clone()));
+        let pending = Arc::new(Pending::new(key.clone(), (limits, charge, now)));
         let op = Op::Reserve {
             key: key.clone(),
             limits,
             charge,
             now,
             now_us: key.common.now_us(now),
-            reply: pending.clone(),
+            reply: ReplyGuard(Some(pending.clone())),
         };
         if key.tx.send(op).is_err() {
             return ReserveFuture::ready(key.local_reserve(limits, charge, now));
@@ -505,6 +505,8 @@ impl StoreKey for RedisKey {
 /// Where a worker delivers a reservation's outcome.
 pub(crate) struct Pending {
     key: Arc<KeyShared>,
+    /// The request, to answer from the local share if need be.
+    request: (Limits, Charge, Instant),
     state: Mutex<PendingState>,
     cond: Condvar,
 }
@@ -517,9 +519,10 @@ struct PendingState {
 }
 
 impl Pending {
-    fn new(key: Arc<KeyShared>) -> Self {
+    fn new(key: Arc<KeyShared>, request: (Limits, Charge, Instant)) -> Self {
         Pending {
             key,
+            request,
             state: Mutex::new(PendingState::default()),
             cond: Condvar::new(),
         }
@@ -543,6 +546,13 @@ impl Pending {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// Answers from the local share (the worker could not answer).
+    pub(crate) fn complete_locally(&self) {
+        let (limits, charge, at) = self.request;
+        let r = self.key.local_reserve(limits, charge, at);
+        self.complete(r, Instant::now());
     }
 
     /// Blocks until the outcome is there (blocking pool, client time).
