@@ -397,6 +397,10 @@ impl Worker {
                 if !l.used {
                     continue;
                 }
+                // Redis has the priming charge already.
+                if let Some(pre) = l.pre.take() {
+                    l.key.settle(pre, Charge::ZERO, now);
+                }
                 let snap = l.key.snapshot(now);
                 let epoch = l.epoch;
                 l.epoch += 1;

@@ -147,7 +147,11 @@
 //! - Reservations are made from a **local share**: the limits divided by
 //!   the last known number of live instances (every instance registers in
 //!   a sorted set with a heartbeat; [`RedisStoreBuilder::expected_instances`]
-//!   before the first heartbeat), kept in an in-memory store.
+//!   before the first heartbeat), kept in an in-memory store. The local
+//!   window does not start empty: it is primed with this instance's part
+//!   (the same division) of the shared window's last known usage, so the
+//!   instances together do not admit a second quota in the window the
+//!   outage began in.
 //! - Settlements of reservations made in Redis are kept in order and
 //!   replayed after the reconnect. Each carries a sequence number per
 //!   instance and key, which the script records: a settlement that reached

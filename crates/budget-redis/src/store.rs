@@ -207,6 +207,7 @@ impl BudgetStore for RedisStore {
                 epoch: 0,
                 key: common.fallback.key(key, spec),
                 used: false,
+                pre: None,
             }),
             next_seq: AtomicU64::new(1),
             common: common.clone(),
@@ -244,7 +245,11 @@ pub(crate) struct Local {
     /// Bumped each time the local charges are merged into Redis.
     pub(crate) epoch: u64,
     pub(crate) key: InMemoryKey,
+    /// Used (primed) in this epoch.
     pub(crate) used: bool,
+    /// The priming charge (this instance's part of the last known shared
+    /// window), refunded before the merge: Redis already has it.
+    pub(crate) pre: Option<Reservation>,
 }
 
 /// Everything one key of a store keeps.
@@ -323,21 +328,33 @@ impl KeyShared {
         }
         let (result, first_use) = {
             let mut l = lock(&self.local);
-            let r = l.key.reserve(share, charge, now).into_inner();
-            let first_use = r.is_ok() && !l.used;
-            if r.is_ok() {
+            let first_use = !l.used;
+            if first_use {
+                // The local window starts where the shared one was last
+                // seen, for this instance's part: the window is not empty
+                // just because Redis cannot be reached.
+                let last = *lock(&self.last);
+                let pre = Charge {
+                    tokens: last.tokens / live,
+                    requests: last.requests / live,
+                };
+                if pre != Charge::ZERO {
+                    let unlimited = Limits::tokens(u64::MAX);
+                    l.pre = l.key.reserve(unlimited, pre, now).into_inner().ok();
+                }
                 l.used = true;
             }
+            let r = l.key.reserve(share, charge, now).into_inner();
             (r.map(|r| (r, l.epoch)), first_use)
         };
-        let (r, epoch) = result?;
-        self.add_reserved(charge);
         if first_use {
             lock(&self.worker.dirty).push(self.clone());
             // Tell the worker, so the charges are merged as soon as it is
             // connected (possibly already).
             let _ = self.tx.send(Op::Flush);
         }
+        let (r, epoch) = result?;
+        self.add_reserved(charge);
         Ok(Reservation {
             charge,
             slot: LOCAL_BIT | ((epoch & EPOCH_MASK) << EPOCH_SHIFT) | (r.slot & SLOT_MASK),
@@ -401,12 +418,20 @@ impl KeyShared {
         let local = {
             let l = lock(&self.local);
             if l.used {
-                Some(l.key.snapshot(now))
+                let pre = l.pre.map_or(Charge::ZERO, |p| p.charge);
+                Some((l.key.snapshot(now), pre))
             } else {
                 None
             }
         };
-        let (lt, lr, ld) = local.map_or((0, 0, 0), |s| (s.tokens, s.requests, s.day_tokens));
+        // What this process charged locally, without the priming charge.
+        let (lt, lr, ld) = local.map_or((0, 0, 0), |(s, pre)| {
+            (
+                s.tokens.saturating_sub(pre.tokens),
+                s.requests.saturating_sub(pre.requests),
+                s.day_tokens.saturating_sub(pre.tokens),
+            )
+        });
         StoreSnapshot {
             tokens: sums.tokens + lt,
             requests: sums.requests + lr,

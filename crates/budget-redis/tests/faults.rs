@@ -218,6 +218,13 @@ async fn frozen_redis_loses_and_double_counts_no_settlement() {
             .expect("served while Redis is frozen");
     }
     assert!(metric(names::STORE_LOCAL_ADMISSIONS, &ns, false).unwrap_or(0.0) >= 20.0);
+    // While degraded, the snapshot is the last known shared window plus
+    // what was charged locally (the local window's priming not counted
+    // twice).
+    assert_eq!(
+        budget.snapshot(MODEL).unwrap().tokens,
+        10 * 110 + 5 * 200 + 20 * 110
+    );
 
     server.resume();
     eventually("reconnected", || !store.is_degraded()).await;
@@ -334,4 +341,52 @@ async fn restarted_redis_recovers_without_losing_requests() {
         tower_bedrock_budget::Charge::ZERO,
         tokio::time::Instant::now(),
     );
+}
+
+/// The local share in degraded mode: the limit divided by the last known
+/// number of live instances, starting from this instance's part of the
+/// shared window's last known usage (not from an empty window).
+#[tokio::test(flavor = "current_thread")]
+async fn degraded_share_is_divided_and_starts_from_the_shared_window() {
+    observed();
+    let server = RedisServer::start();
+    let prefix = common::unique_prefix("share");
+    let two = |_| {
+        builder(&server.url(), &prefix)
+            .heartbeat(Duration::from_millis(100), Duration::from_millis(1000))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (two(0), two(1));
+    assert!(a.wait_connected(Duration::from_secs(5)) && b.wait_connected(Duration::from_secs(5)));
+    eventually("two live instances", || {
+        a.live_instances() == 2 && b.live_instances() == 2
+    })
+    .await;
+    let spec = tower_bedrock_budget::WindowSpec::default();
+    let (ka, kb) = (a.key(MODEL, &spec), b.key(MODEL, &spec));
+    let limits = tower_bedrock_budget::Limits::tokens(1000);
+    let call = tower_bedrock_budget::Charge::call;
+    let now = tokio::time::Instant::now();
+    // 900 of 1000 used in the shared window, 600 by A and 300 by B.
+    ka.reserve(limits, call(600), now).await.unwrap();
+    kb.reserve(limits, call(300), now).await.unwrap();
+    assert!(
+        kb.reserve(limits, call(101), now).await.is_err(),
+        "shared window full"
+    );
+    // A's last reply saw 900 (its own reservation's reply saw 600: ask).
+    assert_eq!(ka.snapshot(now).tokens, 900);
+    server.pause();
+    // A's share is 1000 / 2 = 500, primed with 900 / 2 = 450.
+    let refused = ka.reserve(limits, call(60), now).await.unwrap_err();
+    assert!(a.is_degraded());
+    assert!(refused.room_at.is_some());
+    let r = ka
+        .reserve(limits, call(50), now)
+        .await
+        .expect("the rest of the share");
+    assert!(r.slot >= 1 << 63, "a local reservation");
+    assert!(ka.reserve(limits, call(1), now).await.is_err());
+    server.resume();
 }
