@@ -75,6 +75,16 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Observability
+//!
+//! Errors returned by calls are counted by `ThrottleClassify`. Errors
+//! *inside* a stream never reach that layer, so [`BedrockStream`] records
+//! them itself: a `tracing` warning (target `tower_bedrock::sdk`, with
+//! `model`, `code`, `class`, `kind`; never a message or body) and
+//! `bedrock_invocation_errors_total{class, kind, model, code}` (plus
+//! `bedrock_invocation_throttles_total{kind, model}` for throttles). The
+//! connection cap logs at debug level when a request waits for a slot.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -379,3 +379,78 @@ impl<T, E> Drop for BedrockStream<T, E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_bedrockruntime::primitives::Blob;
+    use aws_sdk_bedrockruntime::types::{ConverseStreamMetadataEvent, PayloadPart};
+
+    fn chunk(json: &str) -> ResponseStream {
+        ResponseStream::Chunk(PayloadPart::builder().bytes(Blob::new(json)).build())
+    }
+
+    #[test]
+    fn usage_from_the_final_events_only() {
+        let meta = ConverseStreamOutput::Metadata(
+            ConverseStreamMetadataEvent::builder()
+                .usage(
+                    TokenUsage::builder()
+                        .input_tokens(12)
+                        .output_tokens(34)
+                        .total_tokens(46)
+                        .cache_read_input_tokens(5)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        );
+        assert_eq!(
+            meta.usage(),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 34,
+                cache_read_input_tokens: 5,
+                cache_write_input_tokens: 0
+            })
+        );
+        let last = chunk(
+            r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":7,"outputTokenCount":9,"invocationLatency":3,"firstByteLatency":1}}"#,
+        );
+        assert_eq!(last.usage(), Some(Usage::new(7, 9)));
+        // A delta mentioning the key in its text is not the metrics event.
+        let delta = chunk(
+            r#"{"type":"content_block_delta","delta":{"text":"amazon-bedrock-invocationMetrics"}}"#,
+        );
+        assert_eq!(delta.usage(), None);
+        assert_eq!(
+            chunk("not json amazon-bedrock-invocationMetrics").usage(),
+            None
+        );
+        assert_eq!(chunk(r#"{"type":"ping"}"#).usage(), None);
+    }
+
+    #[test]
+    fn in_stream_codes_come_from_the_variant() {
+        use aws_sdk_bedrockruntime::types::error::ThrottlingException;
+        let e = ConverseStreamOutputError::ThrottlingException(
+            ThrottlingException::builder()
+                .message("Too many tokens, please wait before trying again.")
+                // As the SDK decodes it: message in the metadata, no code.
+                .meta(
+                    aws_smithy_types::error::ErrorMetadata::builder()
+                        .message("Too many tokens, please wait before trying again.")
+                        .build(),
+                )
+                .build(),
+        );
+        assert_eq!(e.exception_code(), Some("ThrottlingException"));
+        let raw = RawMessage::invalid(None);
+        let c = classify_in_stream(&SdkError::service_error(e, raw));
+        assert_eq!(
+            c.class,
+            ErrorClass::Throttled(tower_bedrock_core::ThrottleKind::TokenRate)
+        );
+        assert_eq!(c.code(), Some("ThrottlingException"));
+    }
+}
