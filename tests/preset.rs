@@ -541,3 +541,148 @@ async fn a_shorter_window_scales_the_default_time_constants() {
         "{after:?}"
     );
 }
+
+/// Counts every counter increment and histogram record by metric name and
+/// `model` label.
+#[derive(Default, Clone)]
+struct Counting(Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), Arc<Tally>>>>);
+
+#[derive(Default)]
+struct Tally(std::sync::atomic::AtomicU64);
+
+impl metrics::CounterFn for Tally {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::SeqCst);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.store(value, Ordering::SeqCst);
+    }
+}
+
+impl metrics::HistogramFn for Tally {
+    fn record(&self, _value: f64) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Counting {
+    fn tally(&self, key: &metrics::Key) -> Arc<Tally> {
+        let model = key
+            .labels()
+            .find(|l| l.key() == "model")
+            .map(|l| l.value().to_owned())
+            .unwrap_or_default();
+        self.0
+            .lock()
+            .unwrap()
+            .entry((key.name().to_owned(), model))
+            .or_default()
+            .clone()
+    }
+    fn get(&self, name: &str, model: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&(name.to_owned(), model.to_owned()))
+            .map_or(0, |t| t.0.load(Ordering::SeqCst))
+    }
+}
+
+impl metrics::Recorder for Counting {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(self.tally(key))
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::from_arc(self.tally(key))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn invocation_metrics_count_every_attempt_and_its_tokens() {
+    let recorder = Counting::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    // Throttled once, then answered: two invocations of the primary, one
+    // error, one success with 100 input and 10 output tokens.
+    let mock = Mock::new(&[Reply::TooManyTokens, Reply::Ok], &[]);
+    let mut svc = tower_bedrock::stack()
+        .seed(10)
+        .clock(clock())
+        .classify(classify())
+        .service(mock.clone())
+        .unwrap();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Ask::new(PRIMARY))
+        .await
+        .unwrap();
+    use tower_bedrock::core::names;
+    use tower_bedrock::observe;
+    assert_eq!(recorder.get(names::INVOCATIONS, PRIMARY), 2);
+    assert_eq!(recorder.get(names::INVOCATION_ERRORS, PRIMARY), 1);
+    assert_eq!(recorder.get(names::INVOCATION_THROTTLES, PRIMARY), 1);
+    assert_eq!(recorder.get(observe::INVOCATION_LATENCY, PRIMARY), 2);
+    assert_eq!(recorder.get(observe::INPUT_TOKENS, PRIMARY), 100);
+    assert_eq!(recorder.get(observe::OUTPUT_TOKENS, PRIMARY), 10);
+
+    // Without the metrics slot, invocations are not counted (errors still
+    // are, by the classifier).
+    let mock = Mock::new(&[Reply::Ok], &[Reply::Unavailable, Reply::Ok]);
+    let mut svc = tower_bedrock::stack()
+        .seed(10)
+        .without_metrics()
+        .classify(classify())
+        .service(mock)
+        .unwrap();
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Ask::new(SECONDARY))
+        .await
+        .unwrap();
+    assert_eq!(recorder.get(names::INVOCATIONS, SECONDARY), 0);
+    assert_eq!(recorder.get(names::INVOCATION_ERRORS, SECONDARY), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sync_boxed_stack_can_live_in_shared_state() {
+    fn assert_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+    let mock = Mock::new(&[Reply::Ok], &[]);
+    let svc = tower_bedrock::stack()
+        .seed(12)
+        .classify(classify())
+        .sync_service(mock)
+        .unwrap();
+    assert_sync(&svc);
+    let shared = Arc::new(svc);
+    let answer = (*shared).clone().oneshot(Ask::new(PRIMARY)).await.unwrap();
+    assert_eq!(answer.model, PRIMARY);
+}
