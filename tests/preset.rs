@@ -545,7 +545,9 @@ async fn a_shorter_window_scales_the_default_time_constants() {
 /// Counts every counter increment and histogram record by metric name and
 /// `model` label.
 #[derive(Default, Clone)]
-struct Counting(Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), Arc<Tally>>>>);
+struct Counting(Arc<std::sync::Mutex<Tallies>>);
+
+type Tallies = std::collections::BTreeMap<(String, String), Arc<Tally>>;
 
 #[derive(Default)]
 struct Tally(std::sync::atomic::AtomicU64);
