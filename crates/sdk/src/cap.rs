@@ -59,6 +59,19 @@ impl CapState {
 
 /// A [`Layer`] capping the requests (hence connections) in flight per host.
 /// Clones share the same permits.
+///
+/// The SDK's hyper client pools connections but never limits how many it
+/// opens: `pool_max_idle_per_host` only bounds the *idle* ones. Under a
+/// burst it opens one connection per request in flight, and Bedrock answers
+/// the excess with 503 "Too many connections". [`ConnectionCap`] holds one
+/// semaphore permit per request in flight per host (`host:port`), from the
+/// moment the request is sent until its response body is finished or
+/// dropped, which is exactly when hyper can reuse or close the connection.
+/// Requests over the cap wait for a permit (bounded by the SDK's attempt
+/// timeout, or by [`with_wait_timeout`](Self::with_wait_timeout)).
+///
+/// [`BedrockClientBuilder`](crate::BedrockClientBuilder) installs one
+/// below the SDK through [`LayeredHttpClient`](crate::LayeredHttpClient).
 #[derive(Clone)]
 pub struct ConnectionCapLayer {
     state: Arc<CapState>,
@@ -123,7 +136,7 @@ impl<S> Layer<S> for ConnectionCapLayer {
     }
 }
 
-/// Caps requests in flight per host; see the [module docs](self).
+/// Caps requests in flight per host; see [`ConnectionCapLayer`].
 ///
 /// `poll_ready` forwards the inner service's readiness; the ready inner
 /// service is moved into the call's future, which waits for a slot before

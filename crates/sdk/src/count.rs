@@ -59,7 +59,17 @@ countable!(InvokeModelRequest, for_invoke);
 countable!(InvokeModelStreamRequest, for_invoke_stream);
 
 /// A [`Layer`] that counts input tokens with the CountTokens API before
-/// each call (see the [module docs](self)).
+/// each call.
+///
+/// The [heuristic](crate::estimate) is cheap but only an estimate. Placed
+/// above `TokenBudget`, this layer asks Bedrock's CountTokens (free, no
+/// quota) for the exact input tokens of each request whose estimate is at
+/// least [`min_estimate`](CountTokensLayer::min_estimate) and stores them in
+/// the request's `counted_input_tokens`, which its
+/// [`token_demand`](tower_bedrock_core::ModelRequest::token_demand) then
+/// reports. Small prompts skip the extra round trip; a failed count (a
+/// model without CountTokens support, a throttle, a network error) keeps
+/// the estimate and never fails the call.
 #[derive(Debug, Clone)]
 pub struct CountTokensLayer {
     counter: BedrockService,
