@@ -1,0 +1,97 @@
+//! The table of a scenario's runs and its JSON form.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::run::RunResult;
+use crate::spec::Scenario;
+
+/// A scenario and the runs of every strategy: what the JSON file holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario as run.
+    pub scenario: Scenario,
+    /// Calls an ideal client could get answered.
+    pub attainable: f64,
+    /// One run per strategy.
+    pub runs: Vec<RunResult>,
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |s| format!("{s:.1}"))
+}
+
+/// The table: one row per strategy.
+pub fn table(report: &Report) -> String {
+    let s = &report.scenario;
+    let mut out = String::new();
+    let _ = writeln!(out, "## {} — {}", s.name, s.description);
+    let _ = writeln!(
+        out,
+        "{} calls over {} minutes ({} ms each), attainable {:.0}; latency in scenario seconds",
+        s.total_calls(),
+        s.minutes,
+        s.window_ms,
+        report.attainable
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>8} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6}",
+        "strategy",
+        "goodput",
+        "lost",
+        "429s",
+        "503s",
+        "att/succ",
+        "p50 s",
+        "p95 s",
+        "p99 s",
+        "Jain"
+    );
+    for r in &report.runs {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>7.1}% {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>7} {:>7} {:>6.3}",
+            r.strategy.name(),
+            r.goodput * 100.0,
+            r.lost,
+            r.server_429,
+            r.server_503,
+            r.attempts_per_success,
+            secs(r.p50_s),
+            secs(r.p95_s),
+            secs(r.p99_s),
+            r.jain
+        );
+    }
+    for r in &report.runs {
+        let mut extra = Vec::new();
+        if !r.lost_by_reason.is_empty() {
+            let reasons: Vec<String> = r
+                .lost_by_reason
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            extra.push(format!("lost: {}", reasons.join(", ")));
+        }
+        if r.apps.len() > 1 {
+            let apps: Vec<String> = r
+                .apps
+                .iter()
+                .map(|a| format!("{} {}/{}", a.name, a.answered, a.offered))
+                .collect();
+            extra.push(format!("answered {}", apps.join(" ")));
+        }
+        if r.fallbacks > 0 {
+            extra.push(format!("fallbacks {}", r.fallbacks));
+        }
+        if let Some(n) = &r.note {
+            extra.push(n.clone());
+        }
+        if !extra.is_empty() {
+            let _ = writeln!(out, "  {}: {}", r.strategy.name(), extra.join("; "));
+        }
+    }
+    out
+}

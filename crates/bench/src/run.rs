@@ -1,0 +1,440 @@
+//! Running a scenario through one strategy against a fresh in-process
+//! emulator, and what the run measured.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, Message,
+};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::{BoxError, Service, ServiceExt};
+use tower_bedrock::core::CallReport;
+use tower_bedrock::sdk::ConverseRequest;
+use tower_bedrock_emulator::{CounterSnapshot, Emulator};
+
+use crate::metrics;
+use crate::spec::Scenario;
+use crate::strategy::{self, ChatService, ClientOptions, Strategy};
+
+/// One application's numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppResult {
+    /// Name.
+    pub name: String,
+    /// Calls made.
+    pub offered: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Its max-min fair share of what the quota could answer.
+    pub fair_share: f64,
+}
+
+/// One point of the time line (one quarter of a scenario minute).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Sample {
+    /// Scenario minutes since the start.
+    pub minute: f64,
+    /// Calls answered during the interval.
+    pub answered: u64,
+    /// 429s the server sent during the interval.
+    pub throttled: u64,
+    /// 503s the server sent during the interval.
+    pub unavailable: u64,
+}
+
+/// Samples per scenario minute on the time line.
+pub const SAMPLES_PER_MINUTE: usize = 4;
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Calls the quota could have answered (see [`metrics::attainable`]).
+    pub attainable: f64,
+    /// `answered / attainable`.
+    pub goodput: f64,
+    /// Calls failed after all retries or not finished by the drain deadline.
+    pub lost: u64,
+    /// Lost calls by reason (error class/kind, or `unfinished`).
+    pub lost_by_reason: BTreeMap<String, u64>,
+    /// 429s the server sent.
+    pub server_429: u64,
+    /// 503s the server sent.
+    pub server_503: u64,
+    /// Requests the server received.
+    pub server_requests: u64,
+    /// Requests the server received per answered call.
+    pub attempts_per_success: f64,
+    /// Answers served by the fallback model.
+    pub fallbacks: u64,
+    /// Latency percentiles of answered calls, in scenario seconds.
+    pub p50_s: Option<f64>,
+    /// 95th percentile.
+    pub p95_s: Option<f64>,
+    /// 99th percentile.
+    pub p99_s: Option<f64>,
+    /// Jain's fairness index of the apps' answered calls over their
+    /// max-min fair shares.
+    pub jain: f64,
+    /// Per app.
+    pub apps: Vec<AppResult>,
+    /// The time line.
+    pub timeline: Vec<Sample>,
+    /// Wall time of the run, in seconds.
+    pub elapsed_s: f64,
+    /// How the strategy was set up, when it matters.
+    pub note: Option<String>,
+}
+
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    at_min: f64,
+    app: usize,
+}
+
+/// Every call of the scenario, in time order: each app's calls of a minute
+/// spread over it with seeded jitter.
+fn schedule(s: &Scenario) -> Vec<Planned> {
+    let mut rng = fastrand::Rng::with_seed(s.seed);
+    let mut plan = Vec::new();
+    for minute in 0..s.minutes {
+        for (i, a) in s.apps.iter().enumerate() {
+            let n = s.rate(a, minute).round() as u64;
+            for j in 0..n {
+                plan.push(Planned {
+                    at_min: minute as f64 + (j as f64 + rng.f64()) / n as f64,
+                    app: i,
+                });
+            }
+        }
+    }
+    plan.sort_by(|a, b| a.at_min.total_cmp(&b.at_min));
+    plan
+}
+
+fn request(model: &str, input_tokens: u64, max_tokens: u64, n: u64) -> ConverseRequest {
+    // Text of the right size (the emulator counts 4 chars a token); the
+    // content does not matter.
+    let chars = (input_tokens * 4) as usize;
+    let mut text = format!("request {n}: ");
+    while text.len() < chars {
+        text.push_str("lorem ipsum dolor sit amet ");
+    }
+    text.truncate(chars.max(1));
+    let input = ConverseInput::builder()
+        .model_id(model)
+        .messages(
+            Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text(text))
+                .build()
+                .expect("role and content are set"),
+        )
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(i32::try_from(max_tokens).unwrap_or(i32::MAX))
+                .build(),
+        )
+        .build()
+        .expect("valid input");
+    ConverseRequest::new(input)
+}
+
+struct Outcome {
+    app: usize,
+    done_at: Duration,
+    latency: Duration,
+    result: Result<(), String>,
+    fallback: bool,
+}
+
+async fn one_call(
+    strategy: Strategy,
+    svc: ChatService,
+    req: ConverseRequest,
+    k: f64,
+    seed: u64,
+) -> (Result<(), BoxError>, bool) {
+    match strategy {
+        Strategy::Naive => (
+            strategy::naive_call(svc, req, k, seed).await.map(|_| ()),
+            false,
+        ),
+        Strategy::Stack => {
+            let report = CallReport::new();
+            let req = req.with_report(report.clone());
+            let r = svc.oneshot(req).await.map(|_| ());
+            (r, report.summary().degraded())
+        }
+        _ => {
+            let mut svc = svc;
+            let r = match svc.ready().await {
+                Ok(s) => s.call(req).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            (r, false)
+        }
+    }
+}
+
+fn throttles(c: &CounterSnapshot) -> u64 {
+    c.throttled_tokens
+        + c.throttled_requests
+        + c.throttled_day
+        + c.throttled_overloaded
+        + c.throttled_fault
+}
+
+fn unavailable(c: &CounterSnapshot) -> u64 {
+    c.unavailable + c.connection_cap
+}
+
+/// Runs `scenario` once through `strategy` against a fresh emulator.
+pub async fn run(
+    scenario: &Scenario,
+    strategy: Strategy,
+    opts: &ClientOptions,
+) -> Result<RunResult, BoxError> {
+    scenario.validate()?;
+    let emulator = Arc::new(Emulator::start(scenario.emulator_config()?).await?);
+    let opts = ClientOptions {
+        run_id: RUNS.fetch_add(1, Ordering::Relaxed) ^ (opts.run_id << 20),
+        ..opts.clone()
+    };
+    // The clients of every process; app i's service.
+    let mut services: Vec<Option<ChatService>> = vec![None; scenario.apps.len()];
+    let mut notes = Vec::new();
+    for p in 0..scenario.processes {
+        let clients =
+            strategy::build(scenario, strategy, p, &emulator.endpoint_url(), &opts).await?;
+        notes.extend(clients.note);
+        let idx = scenario
+            .apps
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.process == p)
+            .map(|(i, _)| i);
+        for (i, svc) in idx.zip(clients.services) {
+            services[i] = Some(svc);
+        }
+    }
+    let services: Vec<ChatService> = services
+        .into_iter()
+        .map(|s| s.expect("every app has a process"))
+        .collect();
+    notes.dedup();
+
+    let k = scenario.time_scale();
+    let window = scenario.window();
+    let plan = schedule(scenario);
+    let primary = scenario.models[0].id.clone();
+    let start = Instant::now();
+    let total_minutes = scenario.minutes + scenario.drain_minutes;
+
+    // The sampler: server counters every quarter minute.
+    let samples: Arc<std::sync::Mutex<Vec<CounterSnapshot>>> = Arc::default();
+    let sampler = {
+        let emulator = emulator.clone();
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            let step = window / SAMPLES_PER_MINUTE as u32;
+            let mut next = start;
+            for _ in 0..(total_minutes * SAMPLES_PER_MINUTE) {
+                next += step;
+                tokio::time::sleep_until(next).await;
+                let c = emulator.counters();
+                samples.lock().expect("not poisoned").push(c);
+            }
+        })
+    };
+
+    let mut tasks = JoinSet::new();
+    let mut minute_faults = usize::MAX;
+    for (n, p) in plan.iter().enumerate() {
+        let minute = p.at_min.floor() as usize;
+        if minute != minute_faults {
+            // Faults change at minute boundaries.
+            for m in (if minute_faults == usize::MAX {
+                0
+            } else {
+                minute_faults + 1
+            })..=minute
+            {
+                tokio::time::sleep_until(start + window * m as u32).await;
+                emulator.set_faults(scenario.faults_in(m))?;
+            }
+            minute_faults = minute;
+        }
+        tokio::time::sleep_until(start + Duration::from_secs_f64(p.at_min * window.as_secs_f64()))
+            .await;
+        let app = &scenario.apps[p.app];
+        let req = request(&primary, app.input_tokens, app.max_tokens, n as u64);
+        let svc = services[p.app].clone();
+        let app_idx = p.app;
+        let seed = scenario.seed.wrapping_add(n as u64);
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let (r, fallback) = one_call(strategy, svc, req, k, seed).await;
+            Outcome {
+                app: app_idx,
+                done_at: start.elapsed(),
+                latency: t0.elapsed(),
+                result: r.map_err(|e| strategy::failure_label(&e)),
+                fallback,
+            }
+        });
+    }
+    // Faults of the minutes after the last call.
+    for m in (minute_faults.wrapping_add(1))..scenario.minutes {
+        tokio::time::sleep_until(start + window * m as u32).await;
+        emulator.set_faults(scenario.faults_in(m))?;
+    }
+    tokio::time::sleep_until(start + window * scenario.minutes as u32).await;
+    emulator.clear_faults();
+
+    let deadline = start + window * total_minutes as u32;
+    let mut outcomes = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+            Ok(Some(joined)) => outcomes.push(joined?),
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+    let unfinished = tasks.len() as u64;
+    tasks.shutdown().await;
+    let elapsed = start.elapsed();
+    sampler.abort();
+    let _ = sampler.await;
+    let counters = emulator.counters();
+    if let Ok(e) = Arc::try_unwrap(emulator) {
+        e.shutdown().await;
+    }
+    let samples = std::mem::take(&mut *samples.lock().expect("not poisoned"));
+    let mut result = summarize(
+        scenario,
+        strategy,
+        plan.len() as u64,
+        &outcomes,
+        unfinished,
+        &counters,
+        &samples,
+        elapsed,
+    );
+    result.note = if notes.is_empty() {
+        None
+    } else {
+        Some(notes.join("; "))
+    };
+    Ok(result)
+}
+
+fn summarize(
+    scenario: &Scenario,
+    strategy: Strategy,
+    calls: u64,
+    outcomes: &[Outcome],
+    unfinished: u64,
+    counters: &CounterSnapshot,
+    samples: &[CounterSnapshot],
+    elapsed: Duration,
+) -> RunResult {
+    let k = scenario.time_scale();
+    let mut lost_by_reason = BTreeMap::new();
+    let mut latencies = Vec::new();
+    let mut per_app = vec![0u64; scenario.apps.len()];
+    let mut offered = vec![0u64; scenario.apps.len()];
+    let mut fallbacks = 0;
+    for o in outcomes {
+        offered[o.app] += 1;
+        match &o.result {
+            Ok(()) => {
+                per_app[o.app] += 1;
+                latencies.push(o.latency.as_secs_f64() / k);
+                fallbacks += u64::from(o.fallback);
+            }
+            Err(label) => *lost_by_reason.entry(label.clone()).or_insert(0) += 1,
+        }
+    }
+    if unfinished > 0 {
+        lost_by_reason.insert("unfinished".into(), unfinished);
+    }
+    // Offered per app from the plan (unfinished calls included).
+    let plan_offered = metrics::offered_per_app(scenario);
+    let attainable = metrics::attainable(scenario);
+    let fair = metrics::fair_shares(&plan_offered, attainable);
+    let answered: u64 = per_app.iter().sum();
+    latencies.sort_by(f64::total_cmp);
+    let apps: Vec<AppResult> = scenario
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AppResult {
+            name: a.name.clone(),
+            offered: plan_offered[i],
+            answered: per_app[i],
+            fair_share: fair[i],
+        })
+        .collect();
+    let jain = metrics::jain(
+        &apps
+            .iter()
+            .map(|a| a.answered as f64 / a.fair_share.max(1e-9))
+            .collect::<Vec<_>>(),
+    );
+    // Answers per quarter minute, by completion time.
+    let bins = (scenario.minutes + scenario.drain_minutes) * SAMPLES_PER_MINUTE;
+    let mut timeline: Vec<Sample> = (0..bins)
+        .map(|i| Sample {
+            minute: (i + 1) as f64 / SAMPLES_PER_MINUTE as f64,
+            ..Sample::default()
+        })
+        .collect();
+    for o in outcomes.iter().filter(|o| o.result.is_ok()) {
+        let b = ((o.done_at.as_secs_f64() / (k * 60.0)) * SAMPLES_PER_MINUTE as f64) as usize;
+        if let Some(s) = timeline.get_mut(b) {
+            s.answered += 1;
+        }
+    }
+    let mut prev = CounterSnapshot::default();
+    for (s, c) in timeline.iter_mut().zip(samples) {
+        s.throttled = throttles(c) - throttles(&prev);
+        s.unavailable = unavailable(c) - unavailable(&prev);
+        prev = *c;
+    }
+    RunResult {
+        strategy,
+        calls,
+        answered,
+        attainable,
+        goodput: answered as f64 / attainable.max(1.0),
+        lost: calls - answered,
+        lost_by_reason,
+        server_429: throttles(counters),
+        server_503: unavailable(counters),
+        server_requests: counters.requests,
+        attempts_per_success: counters.requests as f64 / answered.max(1) as f64,
+        fallbacks,
+        p50_s: metrics::percentile(&latencies, 50.0),
+        p95_s: metrics::percentile(&latencies, 95.0),
+        p99_s: metrics::percentile(&latencies, 99.0),
+        jain,
+        apps,
+        timeline,
+        elapsed_s: elapsed.as_secs_f64(),
+        note: None,
+    }
+}

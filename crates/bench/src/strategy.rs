@@ -1,0 +1,386 @@
+//! The client strategies compared: how each application calls Bedrock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::config::retry::{RetryConfig, RetryPartition};
+use serde::Serialize;
+use tower::buffer::Buffer;
+use tower::limit::RateLimit;
+use tower::retry::{Policy, Retry};
+use tower::util::BoxCloneService;
+use tower::{BoxError, Service, ServiceExt};
+use tower_bedrock::budget::{Budget, BudgetStore, Limits};
+use tower_bedrock::classify::ThrottleClassifyLayer;
+use tower_bedrock::core::{Classified, ClassifiedError, ErrorClass};
+use tower_bedrock::fallback::{Chain, Target};
+use tower_bedrock::sdk::{BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse};
+use tower_bedrock_budget_redis::RedisStore;
+use tower_layer::Layer;
+
+use crate::spec::Scenario;
+
+/// The SDK's error for Converse.
+pub type SdkError = aws_sdk_bedrockruntime::error::SdkError<
+    aws_sdk_bedrockruntime::operation::converse::ConverseError,
+    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+>;
+/// The classified SDK error (what the stack and the classify layer return).
+pub type StackError = ClassifiedError<SdkError>;
+/// A boxed Converse service with a boxed error (every strategy's common
+/// shape).
+pub type ChatService = BoxCloneService<ConverseRequest, ConverseResponse, BoxError>;
+
+/// A client strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The seed's hand-written loop: exponential backoff from 1 s, capped at
+    /// 60 s, 5 attempts, +-10 % jitter, on 429s only.
+    Naive,
+    /// The AWS SDK's standard retry mode (3 attempts, exponential backoff
+    /// with full jitter from 1 s capped at 20 s, a retry quota).
+    SdkStandard,
+    /// The AWS SDK's adaptive retry mode (standard plus a client-side rate
+    /// limiter that slows down on throttles).
+    SdkAdaptive,
+    /// tower's `Retry` (429/503, 5 attempts, exponential backoff with full
+    /// jitter) over `RateLimit` at the quota's request rate.
+    TowerRetryRateLimit,
+    /// The tower-bedrock preset stack with a token budget (a tenant per
+    /// app) and the fallback model when the scenario has one.
+    Stack,
+}
+
+impl Strategy {
+    /// Every strategy, in table order.
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Naive,
+        Strategy::SdkStandard,
+        Strategy::SdkAdaptive,
+        Strategy::TowerRetryRateLimit,
+        Strategy::Stack,
+    ];
+
+    /// Short name (command line, JSON, tables).
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Naive => "naive",
+            Strategy::SdkStandard => "sdk-standard",
+            Strategy::SdkAdaptive => "sdk-adaptive",
+            Strategy::TowerRetryRateLimit => "tower-retry-ratelimit",
+            Strategy::Stack => "stack",
+        }
+    }
+
+    /// Parses a short name.
+    pub fn from_name(name: &str) -> Option<Strategy> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Options of a run that are not part of the scenario.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// A Redis server for the stack's budget when the scenario has several
+    /// processes (`None`: each process gets its own in-memory budget with
+    /// its share of the quota).
+    pub redis_url: Option<String>,
+    /// A distinct number per run (retry partitions, Redis prefixes).
+    pub run_id: u64,
+}
+
+/// The services of one process, one per app (same order as the apps of the
+/// process), and a note on how they were set up.
+pub(crate) struct ProcessClients {
+    pub(crate) services: Vec<ChatService>,
+    pub(crate) note: Option<String>,
+}
+
+/// Share of the quota the stack's budget admits: a little under, because
+/// the emulator's window and the budget's sliding window are not aligned.
+const BUDGET_SHARE: f64 = 0.97;
+
+/// Builds the clients of process `process` for `strategy`.
+pub(crate) async fn build(
+    scenario: &Scenario,
+    strategy: Strategy,
+    process: usize,
+    endpoint: &str,
+    opts: &ClientOptions,
+) -> Result<ProcessClients, BoxError> {
+    let k = scenario.time_scale();
+    let apps: Vec<_> = scenario
+        .apps
+        .iter()
+        .filter(|a| a.process == process)
+        .collect();
+    let builder = BedrockClientBuilder::new()
+        .region("us-east-1")
+        .endpoint_url(endpoint)
+        .static_credentials("AKIDEXAMPLE", "not-a-secret");
+    let partition = format!("bench-{}-{}", opts.run_id, process);
+    let sdk_with = |retry: RetryConfig| async {
+        let conf = builder.clone().build_config().await?;
+        let conf = conf
+            .to_builder()
+            .retry_config(retry)
+            .retry_partition(RetryPartition::new(partition.clone()))
+            .build();
+        Ok::<_, BoxError>(aws_sdk_bedrockruntime::Client::from_conf(conf))
+    };
+    let classified = |bedrock: BedrockService| -> ChatService {
+        BoxCloneService::new(ServiceExt::<ConverseRequest>::map_err(
+            ThrottleClassifyLayer::new().layer(bedrock),
+            BoxError::from,
+        ))
+    };
+    let n = apps.len();
+    let mut note = None;
+    let services = match strategy {
+        Strategy::Naive => {
+            let sdk = builder.clone().build().await?;
+            vec![classified(BedrockService::new(sdk)); n]
+        }
+        Strategy::SdkStandard | Strategy::SdkAdaptive => {
+            let base = if strategy == Strategy::SdkStandard {
+                RetryConfig::standard()
+            } else {
+                RetryConfig::adaptive()
+            };
+            let retry = base
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_secs(1).mul_f64(k))
+                .with_max_backoff(Duration::from_secs(20).mul_f64(k));
+            let sdk = sdk_with(retry).await?;
+            vec![classified(BedrockService::new(sdk)); n]
+        }
+        Strategy::TowerRetryRateLimit => {
+            let sdk = builder.clone().build().await?;
+            let inner = ThrottleClassifyLayer::new().layer(BedrockService::new(sdk));
+            let per_minute = request_rate(scenario) / scenario.processes as f64;
+            let num = (per_minute.floor() as u64).max(1);
+            let limited =
+                RateLimit::new(inner, tower::limit::rate::Rate::new(num, scenario.window()));
+            let shared = Buffer::new(limited, 4096);
+            let policy = TowerPolicy {
+                left: 4,
+                attempt: 0,
+                k,
+                seeds: Arc::new(AtomicU64::new(scenario.seed)),
+            };
+            let svc: ChatService = BoxCloneService::new(Retry::new(policy, shared));
+            note = Some(format!("RateLimit {num} requests per window per process"));
+            vec![svc; n]
+        }
+        Strategy::Stack => {
+            let sdk = builder.clone().build().await?;
+            let bedrock = BedrockService::new(sdk);
+            let shared = scenario.processes > 1 && opts.redis_url.is_some();
+            let share = if scenario.processes > 1 && !shared {
+                1.0 / scenario.processes as f64
+            } else {
+                1.0
+            };
+            let mut bb = Budget::builder()
+                .window(scenario.window())
+                // Wait up to three minutes for room: a peak's backlog is
+                // served when the traffic drops.
+                .max_wait(scenario.window() * 3)
+                .tokens_per_window(
+                    ((scenario.models[0].tpm as f64) * BUDGET_SHARE * share).max(1.0) as u64,
+                );
+            for m in &scenario.models {
+                let mut l = Limits::tokens(((m.tpm as f64) * BUDGET_SHARE * share) as u64);
+                if let Some(r) = m.rpm {
+                    l = l.with_requests((((r as f64) * BUDGET_SHARE * share) as u64).max(1));
+                }
+                bb = bb.key_limits(m.id.clone(), l);
+            }
+            let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+            match (&opts.redis_url, shared) {
+                (Some(url), true) => {
+                    let store = RedisStore::builder(url.clone())
+                        .prefix(format!("bench-{}-{}", std::process::id(), opts.run_id))
+                        .build()?;
+                    if !store.wait_connected(Duration::from_secs(5)) {
+                        return Err("Redis not reachable".into());
+                    }
+                    note = Some("budgets shared through Redis".into());
+                    stack_services(scenario, bb.build_with_store(store)?, &names, bedrock)?
+                }
+                _ => {
+                    if scenario.processes > 1 {
+                        note = Some(format!(
+                            "no Redis: each process's in-memory budget admits 1/{} of the quota",
+                            scenario.processes
+                        ));
+                    }
+                    stack_services(scenario, bb.build()?, &names, bedrock)?
+                }
+            }
+        }
+    };
+    Ok(ProcessClients { services, note })
+}
+
+fn stack_services<St: BudgetStore + Clone + Send + Sync + 'static>(
+    scenario: &Scenario,
+    budget: Budget<St>,
+    apps: &[&str],
+    bedrock: BedrockService,
+) -> Result<Vec<ChatService>, BoxError>
+where
+    tower_bedrock::budget::TokenBudgetLayer<St>: Clone,
+{
+    let primary = scenario.models[0].id.as_str();
+    let mut out = Vec::new();
+    match &scenario.fallback {
+        Some(fb) => {
+            let max = scenario
+                .apps
+                .iter()
+                .map(|a| a.max_tokens)
+                .max()
+                .unwrap_or(200);
+            let layer = tower_bedrock::stack()
+                .window(scenario.window())
+                .seed(scenario.seed)
+                .fallback_chain(
+                    Chain::new()
+                        .then(primary)
+                        .then(Target::new(fb).max_tokens(max)),
+                )
+                .into_layer()?;
+            for app in apps {
+                let svc = layer
+                    .with_budget_layer(budget.tenant(app, 1)?.layer())
+                    .boxed::<_, ConverseRequest, _>(bedrock.clone());
+                out.push(BoxCloneService::new(svc.map_err(BoxError::from)));
+            }
+        }
+        None => {
+            let layer = tower_bedrock::stack()
+                .window(scenario.window())
+                .seed(scenario.seed)
+                .into_layer()?;
+            for app in apps {
+                let svc = layer
+                    .with_budget_layer(budget.tenant(app, 1)?.layer())
+                    .boxed::<_, ConverseRequest, _>(bedrock.clone());
+                out.push(BoxCloneService::new(svc.map_err(BoxError::from)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Requests per minute the quota allows for the scenario's traffic: the RPM
+/// quota, or the TPM quota over the average request's reservation (input +
+/// `max_tokens` x burndown) when there is no RPM quota (what a user of
+/// `RateLimit` would configure).
+pub fn request_rate(scenario: &Scenario) -> f64 {
+    let m = &scenario.models[0];
+    let burn = tower_bedrock::core::model::default_burndown_rate(&m.id) as f64;
+    let (mut weight, mut cost) = (0.0, 0.0);
+    for a in &scenario.apps {
+        let r: f64 = (0..scenario.minutes).map(|i| scenario.rate(a, i)).sum();
+        weight += r;
+        cost += r * (a.input_tokens as f64 + a.max_tokens as f64 * burn);
+    }
+    let per_request = if weight > 0.0 { cost / weight } else { 1.0 };
+    let by_tokens = m.tpm as f64 / per_request.max(1.0);
+    match m.rpm {
+        Some(r) => (r as f64).min(by_tokens),
+        None => by_tokens,
+    }
+}
+
+/// The classification of a boxed error, when it is one of ours.
+pub fn classify_boxed(e: &BoxError) -> Option<&StackError> {
+    e.downcast_ref::<StackError>()
+}
+
+/// A label for a failed call.
+pub fn failure_label(e: &BoxError) -> String {
+    match classify_boxed(e) {
+        Some(c) => {
+            let class = c.class();
+            format!("{}/{}", class.label(), class.kind_label())
+        }
+        None => "other".into(),
+    }
+}
+
+/// tower's `Retry` policy a user would write: retry 429s and 503s with
+/// exponential backoff and full jitter (1 s base, 20 s cap, in scenario
+/// time), at most `left` retries.
+#[derive(Clone)]
+struct TowerPolicy {
+    left: u32,
+    attempt: u32,
+    k: f64,
+    seeds: Arc<AtomicU64>,
+}
+
+impl Policy<ConverseRequest, ConverseResponse, BoxError> for TowerPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _req: &mut ConverseRequest,
+        result: &mut Result<ConverseResponse, BoxError>,
+    ) -> Option<Self::Future> {
+        let e = result.as_ref().err()?;
+        let retryable = classify_boxed(e).is_some_and(|c| {
+            matches!(
+                c.class(),
+                ErrorClass::Throttled(_) | ErrorClass::Unavailable(_)
+            )
+        });
+        if !retryable || self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let cap = 2f64.powi(self.attempt as i32).min(20.0);
+        self.attempt += 1;
+        let mut rng = fastrand::Rng::with_seed(self.seeds.fetch_add(1, Ordering::Relaxed));
+        let wait = cap * rng.f64() * self.k;
+        Some(tokio::time::sleep(Duration::from_secs_f64(wait)))
+    }
+
+    fn clone_request(&mut self, req: &ConverseRequest) -> Option<ConverseRequest> {
+        Some(req.clone())
+    }
+}
+
+/// The seed's retry loop around one call; returns the result and the
+/// retries made.
+pub(crate) async fn naive_call(
+    mut svc: ChatService,
+    req: ConverseRequest,
+    k: f64,
+    seed: u64,
+) -> Result<ConverseResponse, BoxError> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut attempt = 0;
+    loop {
+        let answer = match svc.ready().await {
+            Ok(ready) => ready.call(req.clone()).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Err(e)
+                if attempt < 4
+                    && classify_boxed(&e)
+                        .is_some_and(|c| c.classification().status == Some(429)) =>
+            {
+                let wait = 2f64.powi(attempt).min(60.0) * (0.9 + 0.2 * rng.f64());
+                tokio::time::sleep(Duration::from_secs_f64(wait * k)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
