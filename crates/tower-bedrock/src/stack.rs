@@ -319,7 +319,7 @@ impl From<tower_bedrock_budget::BuildError> for BuildError {
     }
 }
 
-/// Configures the preset stack. Made by [`stack`](crate::stack) or
+/// Configures the preset stack. Made by [`stack()`](crate::stack()) or
 /// [`StackBuilder::new`].
 ///
 /// | slot | default | change it with | leave it out with |
@@ -689,7 +689,7 @@ impl<F, R, B, T, C, M> BedrockStackLayer<F, R, B, T, C, M> {
 
     /// The same stack with another budget layer, sharing every other layer
     /// (and so their state: breakers, retry budget, fallback memory). One
-    /// stack per tenant of a shared [`Budget`](tower_bedrock_budget::Budget):
+    /// stack per tenant of a shared [`Budget`]:
     /// `layer.with_budget_layer(budget.tenant("app-a", 1)?.layer())`.
     pub fn with_budget_layer<T2>(&self, budget: T2) -> BedrockStackLayer<F, R, B, T2, C, M>
     where
