@@ -688,3 +688,35 @@ async fn a_sync_boxed_stack_can_live_in_shared_state() {
     let answer = (*shared).clone().oneshot(Ask::new(PRIMARY)).await.unwrap();
     assert_eq!(answer.model, PRIMARY);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_spends_no_budget_and_the_retry_does_not_hammer_it() {
+    // The order of the design: the breaker sits above the budget, the
+    // retry above the breaker.
+    let mock = Mock::new(&[Reply::Ok], &[Reply::Ok]);
+    let budget = Budget::builder()
+        .tokens_per_window(100_000)
+        .build()
+        .unwrap();
+    let layer = tower_bedrock::stack()
+        .seed(13)
+        .token_budget(&budget)
+        .classify(classify())
+        .into_layer()
+        .unwrap();
+    let breakers = layer.breaker_layer().handle();
+    let mut svc = layer.boxed(mock.clone());
+    breakers.force_open(PRIMARY);
+    let (ask, report) = Ask::new(PRIMARY).reported();
+    let err = svc.ready().await.unwrap().call(ask).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Local(LocalRejection::CircuitOpen));
+    // One attempt (a local rejection is never retried), nothing reserved
+    // or charged, nothing sent.
+    assert_eq!(report.summary().attempts, 1);
+    assert!(
+        budget
+            .snapshot(PRIMARY)
+            .is_none_or(|s| s.tokens == 0 && s.requests == 0)
+    );
+    assert_eq!(mock.primary_calls(), 0);
+}

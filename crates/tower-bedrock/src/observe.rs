@@ -135,7 +135,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
-        let model = this.model.to_string();
+        // Labels share the model id (one allocation per call, when the
+        // call starts).
+        let model = metrics::SharedString::from(Arc::clone(this.model));
         let elapsed = this.start.elapsed().as_secs_f64();
         metrics::counter!(names::INVOCATIONS, "model" => model.clone()).increment(1);
         let outcome = if out.is_ok() { "ok" } else { "error" };
