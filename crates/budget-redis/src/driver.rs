@@ -59,6 +59,8 @@ pub(crate) struct SettleOp {
     pub(crate) reserved: [u64; 3],
     pub(crate) actual: [u64; 3],
     pub(crate) now_us: Option<u64>,
+    /// The caller's instant (none for merges).
+    pub(crate) at: Option<Instant>,
     /// Assigned by the worker when first sent.
     pub(crate) seq: Option<u64>,
 }
@@ -97,6 +99,7 @@ pub(crate) enum Op {
     Snapshot {
         key: Arc<KeyShared>,
         now_us: Option<u64>,
+        at: Instant,
         reply: std::sync::mpsc::SyncSender<Option<Sums>>,
     },
     Heartbeat,
@@ -241,6 +244,7 @@ fn parse(v: &Value) -> Option<Reply> {
             b: *b,
             now_us: *now_us,
             sums: Sums {
+                at: None,
                 tokens: u(*t),
                 requests: u(*r),
                 day: u(*d),
@@ -252,6 +256,7 @@ fn parse(v: &Value) -> Option<Reply> {
             b: 0,
             now_us: *now_us,
             sums: Sums {
+                at: None,
                 tokens: u(*t),
                 requests: u(*r),
                 day: u(*d),
@@ -419,6 +424,7 @@ impl Worker {
                 reserved: [0; 3],
                 actual: [s.tokens, s.requests, s.day_tokens],
                 now_us: key.common.now_us(now),
+                at: None,
                 seq: None,
             });
         }
@@ -645,7 +651,7 @@ impl Worker {
     fn settled(&mut self, s: &SettleOp, v: &Value) {
         match parse(v) {
             Some(r) => {
-                *lock(&s.key.last) = r.sums;
+                s.key.set_last(r.sums, s.at);
                 if r.flag == 0 {
                     metrics::counter!(names::STORE_REPLAYS_SKIPPED, "namespace" => self.common.config.namespace())
                         .increment(1);
@@ -683,7 +689,7 @@ impl Worker {
             } => {
                 let result = match parse(v) {
                     Some(r) if r.flag == 1 => {
-                        *lock(&key.last) = r.sums;
+                        key.set_last(r.sums, Some(at));
                         key.add_reserved(charge);
                         Ok(Reservation {
                             charge,
@@ -692,7 +698,7 @@ impl Worker {
                         })
                     }
                     Some(r) => {
-                        *lock(&key.last) = r.sums;
+                        key.set_last(r.sums, Some(at));
                         let window = match r.a {
                             2 => WindowKind::Requests,
                             3 => WindowKind::Day,
@@ -712,10 +718,10 @@ impl Worker {
                 reply.complete(result, now);
             }
             Op::Settle(s) => self.settled(&s, v),
-            Op::Snapshot { key, reply, .. } => {
+            Op::Snapshot { key, reply, at, .. } => {
                 let sums = parse(v).map(|r| r.sums);
                 if let Some(s) = sums {
-                    *lock(&key.last) = s;
+                    key.set_last(s, Some(at));
                 }
                 let _ = reply.try_send(sums);
             }

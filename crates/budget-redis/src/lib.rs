@@ -167,6 +167,15 @@
 //! - One over-count remains possible, in the safe direction: a reservation
 //!   whose reply was lost may have been charged in Redis and is charged
 //!   locally too; it leaves the window with it.
+//! - Error bound. While degraded, each instance admits at most its share
+//!   in any window, so together at most the quota (if the live count was
+//!   right). Across a reconnect, the first instance back admits against a
+//!   shared window that does not yet hold the others' local charges: in
+//!   that one window, at most `(2N - 1) / N` of the quota for `N`
+//!   instances (in practice they reconnect within a backoff of each other
+//!   and the merged charges, placed in the current sub-window, hold the
+//!   window conservatively). `tests/multiprocess_outage.rs` kills and
+//!   restarts Redis under three processes and checks both.
 //!
 //! The gauge [`names::STORE_DEGRADED`] and a `warn` event
 //! (`budget store degraded`) say it; an `info` event

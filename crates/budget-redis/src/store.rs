@@ -236,6 +236,9 @@ pub(crate) struct Geometry {
 /// Window sums as Redis last reported them.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Sums {
+    /// When they were read (the caller's instant of the operation), if
+    /// known.
+    pub(crate) at: Option<Instant>,
     pub(crate) tokens: u64,
     pub(crate) requests: u64,
     pub(crate) day: u64,
@@ -273,6 +276,14 @@ pub(crate) struct KeyShared {
 }
 
 impl KeyShared {
+    /// Records window sums read at `at` (keeps the previous time if the
+    /// operation had none).
+    pub(crate) fn set_last(&self, sums: Sums, at: Option<Instant>) {
+        let mut last = lock(&self.last);
+        let at = at.or(last.at);
+        *last = Sums { at, ..sums };
+    }
+
     /// Next settlement sequence number (assigned by the worker, in the
     /// order it applies them).
     pub(crate) fn next_seq(&self) -> u64 {
@@ -333,6 +344,9 @@ impl KeyShared {
                 // The local window starts where the shared one was last
                 // seen, for this instance's part: the window is not empty
                 // just because Redis cannot be reached.
+                // Charged when it was read, so it leaves the local window
+                // about when those charges leave the shared one (at most
+                // one window after they were read).
                 let last = *lock(&self.last);
                 let pre = Charge {
                     tokens: last.tokens / live,
@@ -340,7 +354,8 @@ impl KeyShared {
                 };
                 if pre != Charge::ZERO {
                     let unlimited = Limits::tokens(u64::MAX);
-                    l.pre = l.key.reserve(unlimited, pre, now).into_inner().ok();
+                    let at = last.at.map_or(now, |at| at.min(now));
+                    l.pre = l.key.reserve(unlimited, pre, at).into_inner().ok();
                 }
                 l.used = true;
             }
@@ -386,6 +401,7 @@ impl KeyShared {
             reserved: [r.charge.tokens, r.charge.requests, r.charge.tokens],
             actual: [actual.tokens, actual.requests, actual.tokens],
             now_us: self.common.now_us(now),
+            at: Some(now),
             seq: None,
         };
         if self.tx.send(Op::Settle(op)).is_err() {
@@ -403,6 +419,7 @@ impl KeyShared {
             let op = Op::Snapshot {
                 key: self.clone(),
                 now_us: self.common.now_us(now),
+                at: now,
                 reply,
             };
             match self.tx.send(op) {

@@ -115,7 +115,7 @@ fn child_role() {
             failures += c.await.unwrap();
         }
         let log = log.lock().unwrap();
-        for r in log.iter() {
+        for (r, _) in log.iter() {
             println!("ADMIT {role} {} {}", r.slot, r.charge.tokens);
         }
         println!(

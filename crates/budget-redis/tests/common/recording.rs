@@ -11,8 +11,9 @@ use tower_bedrock_budget::{
     BudgetStore, Charge, Limits, Refusal, Reservation, StoreKey, StoreSnapshot, WindowSpec,
 };
 
-/// Admitted reservations, in order.
-pub type Log = Arc<Mutex<Vec<Reservation>>>;
+/// Admitted reservations, in order, with the wall-clock time (µs since
+/// the UNIX epoch) they were admitted at.
+pub type Log = Arc<Mutex<Vec<(Reservation, u64)>>>;
 
 /// Wraps a store; every admitted reservation is appended to the log.
 #[derive(Clone)]
@@ -51,7 +52,11 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let r = Pin::new(&mut self.inner).poll(cx);
         if let Poll::Ready(Ok(res)) = &r {
-            self.log.lock().unwrap().push(*res);
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros() as u64;
+            self.log.lock().unwrap().push((*res, wall));
         }
         r
     }
