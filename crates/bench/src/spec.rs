@@ -125,6 +125,11 @@ pub struct Scenario {
     /// Client processes sharing the quota (apps name theirs).
     #[serde(default = "default_processes")]
     pub processes: usize,
+    /// The stack's budget: scenario minutes a call may wait for room
+    /// before it is refused (`BudgetExhausted`). Longer waits serve a
+    /// peak's backlog later instead of losing it.
+    #[serde(default = "default_max_wait")]
+    pub stack_max_wait_minutes: f64,
     /// Models: the first is the one the apps call.
     pub models: Vec<ModelSpec>,
     /// A fallback model id (one of `models`) for the clients that have one.
@@ -157,6 +162,9 @@ fn default_per_token() -> f64 {
 }
 fn default_processes() -> usize {
     1
+}
+fn default_max_wait() -> f64 {
+    3.0
 }
 
 /// The seed's primary model (Claude 4 family: output burns down 5x).
@@ -204,6 +212,7 @@ fn base(name: &str, description: &str) -> Scenario {
         ttft_ms: default_ttft(),
         per_token_ms: default_per_token(),
         processes: 1,
+        stack_max_wait_minutes: default_max_wait(),
         models: vec![ModelSpec {
             id: SONNET_4.into(),
             rpm: Some(150),
@@ -373,6 +382,9 @@ impl Scenario {
         }
         if self.processes == 0 || self.processes > 16 {
             return bad("processes must be 1..=16".into());
+        }
+        if !(0.0..=60.0).contains(&self.stack_max_wait_minutes) {
+            return bad("stack_max_wait_minutes must be 0..=60".into());
         }
         if self.models.is_empty() {
             return bad("at least one model".into());

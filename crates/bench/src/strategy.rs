@@ -185,9 +185,9 @@ pub(crate) async fn build(
             };
             let mut bb = Budget::builder()
                 .window(scenario.window())
-                // Wait up to three minutes for room: a peak's backlog is
-                // served when the traffic drops.
-                .max_wait(scenario.window() * 3)
+                // Wait for room (three minutes by default): a peak's
+                // backlog is served when the traffic drops.
+                .max_wait(scenario.window().mul_f64(scenario.stack_max_wait_minutes))
                 .tokens_per_window(
                     ((scenario.models[0].tpm as f64) * BUDGET_SHARE * share).max(1.0) as u64,
                 );
