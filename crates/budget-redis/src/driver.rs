@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tower_bedrock_budget::{Charge, Limits, Refusal, Reservation, StoreKey, WindowKind};
 
+use crate::config::TimeSource;
 use crate::error::BuildError;
 use crate::names;
 use crate::scripts::Scripts;
@@ -397,6 +398,13 @@ impl Worker {
     fn queue_merges(&mut self, now: Instant) {
         let dirty = std::mem::take(&mut *lock(&self.state.dirty));
         for key in dirty {
+            // On the caller's clock (possibly paused or simulated), this
+            // thread's instant means nothing: use the key's latest caller
+            // instant.
+            let now = match self.common.config.time {
+                TimeSource::Redis => now,
+                TimeSource::Client(_) => lock(&key.last).at.unwrap_or(now),
+            };
             let snap = {
                 let mut l = lock(&key.local);
                 if !l.used {
