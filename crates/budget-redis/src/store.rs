@@ -320,8 +320,6 @@ impl KeyShared {
             requests: limits.requests.map(|r| r / live),
             day_tokens: limits.day_tokens.map(|d| d / live),
         };
-        metrics::counter!(names::STORE_LOCAL_ADMISSIONS, "namespace" => self.common.config.namespace())
-            .increment(1);
         // A charge above the share (but within the limits) cannot be
         // admitted until Redis is back: retry after the longest backoff.
         let too_big = [
@@ -370,6 +368,8 @@ impl KeyShared {
         }
         let (r, epoch) = result?;
         self.add_reserved(charge);
+        metrics::counter!(names::STORE_LOCAL_ADMISSIONS, "namespace" => self.common.config.namespace())
+            .increment(1);
         Ok(Reservation {
             charge,
             slot: LOCAL_BIT | ((epoch & EPOCH_MASK) << EPOCH_SHIFT) | (r.slot & SLOT_MASK),
