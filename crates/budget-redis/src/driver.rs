@@ -377,7 +377,7 @@ impl Worker {
         }
     }
 
-    fn recovered(&mut self) {
+    fn recovered(&mut self, replayed: usize) {
         if self.state.degraded.swap(false, Ordering::Relaxed) {
             let n = self.common.degraded_workers.fetch_sub(1, Ordering::Relaxed) - 1;
             let ns = self.common.config.namespace();
@@ -387,7 +387,7 @@ impl Worker {
             tracing::info!(
                 namespace = %ns,
                 connection = self.index,
-                replayed = self.pending.len(),
+                replayed,
                 "budget store reconnected to Redis"
             );
         }
@@ -577,6 +577,10 @@ impl Worker {
                 s.seq = Some(s.key.next_seq());
             }
         }
+        if ops.is_empty() {
+            // A reconnect probe: never an empty pipeline.
+            ops.push(Op::Flush);
+        }
         let replay = std::mem::take(&mut self.pending);
         let pipe = self.pipeline(&replay, &ops);
         let limit = self.common.config.response_timeout;
@@ -633,7 +637,7 @@ impl Worker {
                 if values.len() == replay.len() + ops.len() && !values.iter().any(is_noscript) =>
             {
                 if self.conn.is_some() {
-                    self.recovered();
+                    self.recovered(replay.len());
                 }
                 let mut values = values.into_iter();
                 for (s, v) in replay.into_iter().zip(values.by_ref()) {
