@@ -126,9 +126,10 @@
 //! tries again, so nobody polls Redis. Within a process, a settlement also
 //! wakes the head waiter at once. A refund made by *another* process is
 //! not signalled: the waiter may sleep until its computed time although
-//! room appeared earlier (conservative; bounded by that time). Pub/sub
-//! would lift this at the price of one more connection per process and a
-//! message per settlement; it is not used.
+//! room appeared earlier (conservative; bounded by that time). Pub/sub on
+//! refunds would lift this, but the budget has no way yet for a store to
+//! wake its waiters (it would need a notification hook in
+//! [`BudgetStore`](tower_bedrock_budget::BudgetStore)), so it is not used.
 //!
 //! # Tenants and weights across processes
 //!
@@ -136,8 +137,9 @@
 //! [`Budget`](tower_bedrock_budget::Budget) among the requests waiting *in
 //! that process*. The store does not know tenants, so the shares hold
 //! within each process, and globally only in the sense that processes
-//! compete for the shared window on equal terms (see the crate's report
-//! for the trait change global shares need).
+//! compete for the shared window on equal terms. Global shares need the
+//! tenant passed to the store with each reservation (a change of the
+//! [`StoreKey`](tower_bedrock_budget::StoreKey) trait); not done here.
 //!
 //! # Degraded mode: Redis unreachable, slow or restarted
 //!
