@@ -197,6 +197,8 @@
 //! for authentication, `rediss://` for TLS with the `tls` feature (rustls;
 //! install a rustls `CryptoProvider` at start-up), `redis+unix://` for a
 //! socket. Passwords never appear in errors, events or `Debug` output.
+//! The connections go to one server (or a proxy in front of several): the
+//! key layout is ready for Redis Cluster (hash tags), the client is not.
 //!
 //! # Snapshots
 //!
