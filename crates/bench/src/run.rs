@@ -325,14 +325,7 @@ pub async fn run(
     }
     let samples = std::mem::take(&mut *samples.lock().expect("not poisoned"));
     let mut result = summarize(
-        scenario,
-        strategy,
-        plan.len() as u64,
-        &outcomes,
-        unfinished,
-        &counters,
-        &samples,
-        elapsed,
+        scenario, strategy, &outcomes, unfinished, &counters, &samples, elapsed,
     );
     result.note = if notes.is_empty() {
         None
@@ -345,7 +338,6 @@ pub async fn run(
 fn summarize(
     scenario: &Scenario,
     strategy: Strategy,
-    calls: u64,
     outcomes: &[Outcome],
     unfinished: u64,
     counters: &CounterSnapshot,
@@ -377,6 +369,7 @@ fn summarize(
     let attainable = metrics::attainable(scenario);
     let fair = metrics::fair_shares(&plan_offered, attainable);
     let answered: u64 = per_app.iter().sum();
+    let calls: u64 = plan_offered.iter().sum();
     latencies.sort_by(f64::total_cmp);
     let apps: Vec<AppResult> = scenario
         .apps

@@ -8,9 +8,9 @@
 //!   the emulator's fixed windows that meet the first 3.3 minutes: at most
 //!   five windows of 20 requests, 100 of the 120 calls; it loses 20 or
 //!   more;
-//! - the stack's budget admits 58 a minute (97 % of the quota) and queues
-//!   the rest: the last call is served about 6.2 minutes in, having waited
-//!   about 3.2 minutes, under the 5 allowed (`stack_max_wait_minutes`) and
+//! - the stack's budget admits 19 a minute (97 % of the quota) and queues
+//!   the rest: the last call is served about 6.3 minutes in, having waited
+//!   about 3.3 minutes, under the 5 allowed (`stack_max_wait_minutes`) and
 //!   inside the 5 drain minutes; it never exceeds the quota, so the server
 //!   sends it no 429.
 //!
