@@ -5,7 +5,7 @@ use aws_smithy_types::event_stream::RawMessage;
 use tower_bedrock_core::{Classification, ModelRequest};
 
 use crate::ModelName;
-use crate::sdk::{classify_sdk_error, classify_stream_error};
+use crate::sdk::{InStreamError, classify_sdk_error, classify_stream_error};
 
 /// Turns an error of type `E` into a [`Classification`].
 ///
@@ -38,7 +38,7 @@ impl<E: ProvideErrorMetadata> Classifier<SdkError<E, HttpResponse>> for BedrockC
     }
 }
 
-impl<E: ProvideErrorMetadata> Classifier<SdkError<E, RawMessage>> for BedrockClassifier {
+impl<E: InStreamError> Classifier<SdkError<E, RawMessage>> for BedrockClassifier {
     fn classify(&self, error: &SdkError<E, RawMessage>) -> Classification {
         classify_stream_error(error)
     }

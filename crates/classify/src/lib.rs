@@ -105,5 +105,7 @@ pub use http::{
 };
 pub use layer::{ThrottleClassify, ThrottleClassifyLayer};
 pub use name::{MODEL_NAME_CAPACITY, ModelName};
-pub use sdk::{ERROR_TYPE_HEADER, REQUEST_ID_HEADER, classify_sdk_error, classify_stream_error};
+pub use sdk::{
+    ERROR_TYPE_HEADER, InStreamError, REQUEST_ID_HEADER, classify_sdk_error, classify_stream_error,
+};
 pub use table::{classify_parts, normalize_code};

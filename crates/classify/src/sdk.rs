@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::{DispatchFailure, SdkError};
 use aws_smithy_runtime_api::http::Headers;
@@ -98,22 +99,68 @@ where
     }
 }
 
+/// An exception type of a Bedrock response stream
+/// (`ConverseStreamOutputError`, `ResponseStreamError`).
+///
+/// The SDK decodes in-stream exceptions into their variant (from the
+/// frame's `:exception-type` header) but leaves the error metadata's code
+/// empty, so a classifier reading only the metadata sees no code. This
+/// names the code from the variant.
+pub trait InStreamError: ProvideErrorMetadata {
+    /// The Bedrock error code of this exception (`ThrottlingException`...),
+    /// when it is a modeled one.
+    fn exception_code(&self) -> Option<&'static str>;
+}
+
+impl InStreamError for ConverseStreamOutputError {
+    fn exception_code(&self) -> Option<&'static str> {
+        Some(match self {
+            ConverseStreamOutputError::ThrottlingException(_) => "ThrottlingException",
+            ConverseStreamOutputError::ServiceUnavailableException(_) => {
+                "ServiceUnavailableException"
+            }
+            ConverseStreamOutputError::InternalServerException(_) => "InternalServerException",
+            ConverseStreamOutputError::ModelStreamErrorException(_) => "ModelStreamErrorException",
+            ConverseStreamOutputError::ValidationException(_) => "ValidationException",
+            _ => return None,
+        })
+    }
+}
+
+impl InStreamError for ResponseStreamError {
+    fn exception_code(&self) -> Option<&'static str> {
+        Some(match self {
+            ResponseStreamError::ThrottlingException(_) => "ThrottlingException",
+            ResponseStreamError::ServiceUnavailableException(_) => "ServiceUnavailableException",
+            ResponseStreamError::InternalServerException(_) => "InternalServerException",
+            ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
+            ResponseStreamError::ValidationException(_) => "ValidationException",
+            ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
+            _ => return None,
+        })
+    }
+}
+
 /// Classifies an error read from a ConverseStream or
 /// InvokeModelWithResponseStream event stream (`EventReceiver::recv`).
 ///
 /// Modeled in-stream exceptions (`throttlingException`,
 /// `serviceUnavailableException`, `modelStreamErrorException`,
 /// `internalServerException`, `validationException`,
-/// `modelTimeoutException`) go through [`classify_parts`] without a status;
-/// an undecodable frame or a broken connection is `Unavailable(Network)`.
+/// `modelTimeoutException`) go through [`classify_parts`] without a status,
+/// with the code from the metadata or, as the SDK leaves it empty, from the
+/// variant ([`InStreamError`]); an exception naming nothing known is
+/// `Unavailable(Service)` (it ended the response); an undecodable frame or a
+/// broken connection is `Unavailable(Network)`.
 pub fn classify_stream_error<E>(error: &SdkError<E, RawMessage>) -> Classification
 where
-    E: ProvideErrorMetadata,
+    E: InStreamError,
 {
     match error {
         SdkError::ServiceError(ctx) => {
             let err = ctx.err();
-            let mut c = classify_parts(None, err.code(), err.message());
+            let code = err.code().or_else(|| err.exception_code());
+            let mut c = classify_parts(None, code, err.message());
             if c.class == ErrorClass::Unknown {
                 // An exception inside a stream that names nothing we know
                 // still ended the response: the service failed it.

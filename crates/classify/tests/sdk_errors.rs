@@ -361,6 +361,24 @@ fn in_stream_exceptions() {
     );
     assert_eq!(classify_stream_error(&e).class, ErrorClass::ModelTimeout);
 
+    // The SDK leaves the code of in-stream exceptions empty: the variant
+    // names it.
+    let e: SdkError<ConverseStreamOutputError, RawMessage> = SdkError::service_error(
+        ConverseStreamOutputError::ServiceUnavailableException(
+            ServiceUnavailableException::builder()
+                .message(CONNECTIONS)
+                .meta(ErrorMetadata::builder().message(CONNECTIONS).build())
+                .build(),
+        ),
+        stream_raw(),
+    );
+    let c = classify_stream_error(&e);
+    assert_eq!(
+        c.class,
+        ErrorClass::Unavailable(UnavailableKind::ConnectionPool)
+    );
+    assert_eq!(c.code(), Some("ServiceUnavailableException"));
+
     // An exception we do not know still ended the stream: a service failure.
     let e: SdkError<ResponseStreamError, RawMessage> = SdkError::service_error(
         ResponseStreamError::generic(meta("brandNewException", "?")),

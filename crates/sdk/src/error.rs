@@ -114,7 +114,7 @@ impl fmt::Display for HostHint {
 ///
 /// Streams yield it wrapped in
 /// [`ClassifiedError`](tower_bedrock_core::ClassifiedError), classified by
-/// [`classify_in_stream`](crate::classify_in_stream)
+/// [`classify_stream_error`](crate::classify_stream_error)
 /// (or as `Unavailable(Network)` with code `StreamIdleTimeout` for an idle
 /// timeout).
 #[derive(Debug)]

@@ -130,4 +130,5 @@ pub use response::{
     InvokeModelStreamResponse,
 };
 pub use service::{BedrockService, DEFAULT_STREAM_IDLE_TIMEOUT};
-pub use stream::{BedrockStream, InStreamError, StreamEvent, classify_in_stream};
+pub use stream::{BedrockStream, StreamEvent};
+pub use tower_bedrock_classify::{InStreamError, classify_stream_error};

@@ -7,7 +7,7 @@
 //! headers. [`BedrockStream`] bounds the wait for **every** event by an
 //! idle timeout, turns the stream's errors into
 //! [`ClassifiedError`]s (exceptions sent inside the stream through
-//! [`classify_in_stream`]) and reports the final usage (ConverseStream's
+//! [`classify_stream_error`]) and reports the final usage (ConverseStream's
 //! `metadata` event, or the `amazon-bedrock-invocationMetrics` of
 //! InvokeModelWithResponseStream's last chunk) exactly once through
 //! [`ReportsUsage::defer_usage`].
@@ -19,13 +19,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
-use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
 use aws_sdk_bedrockruntime::types::{ConverseStreamOutput, ResponseStream, TokenUsage};
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::event_stream::RawMessage;
 use futures_core::Stream;
-use tower_bedrock_classify::{ModelName, classify_parts, classify_stream_error};
+use tower_bedrock_classify::{InStreamError, ModelName, classify_stream_error};
 use tower_bedrock_core::{
     Classification, ClassifiedError, ErrorClass, ReportsUsage, UnavailableKind, Usage,
     UsageCallback, names,
@@ -90,69 +88,6 @@ impl StreamEvent for ResponseStream {
             cache_write_input_tokens: n("cacheWriteInputTokenCount").unwrap_or(0),
         })
     }
-}
-
-/// An exception type of a Bedrock response stream
-/// (`ConverseStreamOutputError`, `ResponseStreamError`).
-///
-/// The SDK decodes in-stream exceptions into their variant (from the
-/// frame's `:exception-type` header) but leaves the error metadata's code
-/// empty, so a classifier reading the code sees none. This names the code
-/// from the variant; [`BedrockStream`] uses it when the metadata has none.
-pub trait InStreamError: ProvideErrorMetadata {
-    /// The Bedrock error code of this exception (`ThrottlingException`...),
-    /// when it is a modeled one.
-    fn exception_code(&self) -> Option<&'static str>;
-}
-
-impl InStreamError for ConverseStreamOutputError {
-    fn exception_code(&self) -> Option<&'static str> {
-        Some(match self {
-            ConverseStreamOutputError::ThrottlingException(_) => "ThrottlingException",
-            ConverseStreamOutputError::ServiceUnavailableException(_) => {
-                "ServiceUnavailableException"
-            }
-            ConverseStreamOutputError::InternalServerException(_) => "InternalServerException",
-            ConverseStreamOutputError::ModelStreamErrorException(_) => "ModelStreamErrorException",
-            ConverseStreamOutputError::ValidationException(_) => "ValidationException",
-            _ => return None,
-        })
-    }
-}
-
-impl InStreamError for ResponseStreamError {
-    fn exception_code(&self) -> Option<&'static str> {
-        Some(match self {
-            ResponseStreamError::ThrottlingException(_) => "ThrottlingException",
-            ResponseStreamError::ServiceUnavailableException(_) => "ServiceUnavailableException",
-            ResponseStreamError::InternalServerException(_) => "InternalServerException",
-            ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
-            ResponseStreamError::ValidationException(_) => "ValidationException",
-            ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
-            _ => return None,
-        })
-    }
-}
-
-/// Classifies a stream error: [`classify_stream_error`], with the code
-/// taken from the exception's variant when the metadata carries none.
-pub fn classify_in_stream<E: InStreamError>(error: &SdkError<E, RawMessage>) -> Classification {
-    let c = classify_stream_error(error);
-    if c.code.is_some() {
-        return c;
-    }
-    let SdkError::ServiceError(ctx) = error else {
-        return c;
-    };
-    let err = ctx.err();
-    let Some(code) = err.exception_code() else {
-        return c;
-    };
-    let mut with_code = classify_parts(None, Some(code), err.message());
-    if with_code.class == ErrorClass::Unknown {
-        with_code.class = c.class;
-    }
-    with_code
 }
 
 type Recv<T, E> = (
@@ -264,7 +199,7 @@ where
                         return Poll::Ready(None);
                     }
                     Poll::Ready((_, Err(e))) => {
-                        let c = classify_in_stream(&e);
+                        let c = classify_stream_error(&e);
                         self.record_error(&c);
                         self.finish();
                         return Poll::Ready(Some(Err(ClassifiedError::new(
@@ -384,6 +319,7 @@ impl<T, E> Drop for BedrockStream<T, E> {
 mod tests {
     use super::*;
     use aws_sdk_bedrockruntime::primitives::Blob;
+    use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
     use aws_sdk_bedrockruntime::types::{ConverseStreamMetadataEvent, PayloadPart};
 
     fn chunk(json: &str) -> ResponseStream {
@@ -446,7 +382,7 @@ mod tests {
         );
         assert_eq!(e.exception_code(), Some("ThrottlingException"));
         let raw = RawMessage::invalid(None);
-        let c = classify_in_stream(&SdkError::service_error(e, raw));
+        let c = classify_stream_error(&SdkError::service_error(e, raw));
         assert_eq!(
             c.class,
             ErrorClass::Throttled(tower_bedrock_core::ThrottleKind::TokenRate)
