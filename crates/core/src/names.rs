@@ -12,9 +12,17 @@
 pub const INVOCATION_ERRORS: &str = "bedrock_invocation_errors_total";
 /// Counter: throttles (429) classified. Labels: `kind`, `model`.
 pub const INVOCATION_THROTTLES: &str = "bedrock_invocation_throttles_total";
-/// Counter: calls that reached the classifier (successes and failures).
-/// Labels: `model`.
+/// Counter: calls sent to Bedrock (every attempt, successes and failures),
+/// counted by the facade's `InvocationMetrics` layer. Labels: `model`.
 pub const INVOCATIONS: &str = "bedrock_invocations_total";
+/// Histogram (seconds): time from an attempt to its response or error.
+/// Labels: `model`, `outcome`.
+pub const INVOCATION_LATENCY: &str = "bedrock_invocation_latency_seconds";
+/// Counter: input tokens reported by responses (cache reads and writes
+/// included). Labels: `model`.
+pub const INPUT_TOKENS: &str = "bedrock_input_tokens_total";
+/// Counter: output tokens reported by responses. Labels: `model`.
+pub const OUTPUT_TOKENS: &str = "bedrock_output_tokens_total";
 
 /// Counter: retries scheduled. Labels: `class`, `kind`.
 pub const RETRIES: &str = "bedrock_retries_total";

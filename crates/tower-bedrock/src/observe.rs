@@ -29,15 +29,7 @@ use tower_bedrock_core::{ModelRequest, ReportsUsage, names};
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// Histogram (seconds): time from the call to its response or error.
-/// Labels: `model`, `outcome`. (Candidate for `tower_bedrock_core::names`.)
-pub const INVOCATION_LATENCY: &str = "bedrock_invocation_latency_seconds";
-/// Counter: input tokens reported by responses (cache reads and writes
-/// included). Labels: `model`. (Candidate for `tower_bedrock_core::names`.)
-pub const INPUT_TOKENS: &str = "bedrock_input_tokens_total";
-/// Counter: output tokens reported by responses. Labels: `model`.
-/// (Candidate for `tower_bedrock_core::names`.)
-pub const OUTPUT_TOKENS: &str = "bedrock_output_tokens_total";
+pub use tower_bedrock_core::names::{INPUT_TOKENS, INVOCATION_LATENCY, OUTPUT_TOKENS};
 
 /// Applies [`InvocationMetrics`] to services.
 #[derive(Debug, Clone, Copy, Default)]
