@@ -29,7 +29,8 @@ pub fn table(report: &Report) -> String {
     let _ = writeln!(out, "## {} — {}", s.name, s.description);
     let _ = writeln!(
         out,
-        "{} calls over {} minutes ({} ms each), attainable {:.0}; latency in scenario seconds",
+        "{} calls over {} minutes ({} ms each), attainable {:.0}; latency in scenario seconds; \
+         worst: the worst-served app's answers over its fair share",
         s.total_calls(),
         s.minutes,
         s.window_ms,
@@ -37,7 +38,7 @@ pub fn table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>8} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6}",
+        "{:<22} {:>8} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6}",
         "strategy",
         "goodput",
         "lost",
@@ -47,12 +48,13 @@ pub fn table(report: &Report) -> String {
         "p50 s",
         "p95 s",
         "p99 s",
-        "Jain"
+        "Jain",
+        "worst"
     );
     for r in &report.runs {
         let _ = writeln!(
             out,
-            "{:<22} {:>7.1}% {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>7} {:>7} {:>6.3}",
+            "{:<22} {:>7.1}% {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>7} {:>7} {:>6.3} {:>5.0}%",
             r.strategy.name(),
             r.goodput * 100.0,
             r.lost,
@@ -62,7 +64,8 @@ pub fn table(report: &Report) -> String {
             secs(r.p50_s),
             secs(r.p95_s),
             secs(r.p99_s),
-            r.jain
+            r.jain,
+            r.worst_share * 100.0
         );
     }
     for r in &report.runs {

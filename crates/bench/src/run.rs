@@ -87,6 +87,9 @@ pub struct RunResult {
     /// Jain's fairness index of the apps' answered calls over their
     /// max-min fair shares.
     pub jain: f64,
+    /// The worst-served app's answered calls over its max-min fair share
+    /// (1: every app got at least its share).
+    pub worst_share: f64,
     /// Per app.
     pub apps: Vec<AppResult>,
     /// The time line.
@@ -382,12 +385,16 @@ fn summarize(
             fair_share: fair[i],
         })
         .collect();
-    let jain = metrics::jain(
-        &apps
-            .iter()
-            .map(|a| a.answered as f64 / a.fair_share.max(1e-9))
-            .collect::<Vec<_>>(),
-    );
+    let normalized: Vec<f64> = apps
+        .iter()
+        .map(|a| a.answered as f64 / a.fair_share.max(1e-9))
+        .collect();
+    let jain = metrics::jain(&normalized);
+    let worst_share = normalized
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .min(1.0);
     // Answers per quarter minute, by completion time.
     let bins = (scenario.minutes + scenario.drain_minutes) * SAMPLES_PER_MINUTE;
     let mut timeline: Vec<Sample> = (0..bins)
@@ -425,6 +432,7 @@ fn summarize(
         p95_s: metrics::percentile(&latencies, 95.0),
         p99_s: metrics::percentile(&latencies, 99.0),
         jain,
+        worst_share,
         apps,
         timeline,
         elapsed_s: elapsed.as_secs_f64(),

@@ -121,12 +121,24 @@ pub(crate) async fn build(
         .endpoint_url(endpoint)
         .static_credentials("AKIDEXAMPLE", "not-a-secret");
     let partition = format!("bench-{}-{}", opts.run_id, process);
+    // The SDK's own retry modes run in scenario time: its clock (which the
+    // adaptive mode's rate limiter reads) runs 1/k times faster and its
+    // sleeps (backoffs, the limiter's delays, timeouts) last k times less,
+    // so its backoff and its rate limiter's recovery are compressed like
+    // the scenario. The connect timeout is stretched back to 5 s of wall
+    // time.
     let sdk_with = |retry: RetryConfig| async {
-        let conf = builder.clone().build_config().await?;
+        let conf = builder
+            .clone()
+            .connect_timeout(Duration::from_secs(5).div_f64(k))
+            .build_config()
+            .await?;
         let conf = conf
             .to_builder()
             .retry_config(retry)
             .retry_partition(RetryPartition::new(partition.clone()))
+            .time_source(ScenarioTime::new(k))
+            .sleep_impl(ScenarioSleep { k })
             .build();
         Ok::<_, BoxError>(aws_sdk_bedrockruntime::Client::from_conf(conf))
     };
@@ -149,10 +161,11 @@ pub(crate) async fn build(
             } else {
                 RetryConfig::adaptive()
             };
+            // The SDK's defaults, in scenario time.
             let retry = base
                 .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_secs(1).mul_f64(k))
-                .with_max_backoff(Duration::from_secs(20).mul_f64(k));
+                .with_initial_backoff(Duration::from_secs(1))
+                .with_max_backoff(Duration::from_secs(20));
             let sdk = sdk_with(retry).await?;
             vec![classified(BedrockService::new(sdk)); n]
         }
@@ -382,5 +395,42 @@ pub(crate) async fn naive_call(
             }
             other => return other,
         }
+    }
+}
+
+/// The SDK's clock in scenario time: starts at the real time and runs
+/// `1/k` times faster.
+#[derive(Debug, Clone)]
+struct ScenarioTime {
+    origin_wall: std::time::SystemTime,
+    origin: std::time::Instant,
+    speed: f64,
+}
+
+impl ScenarioTime {
+    fn new(k: f64) -> Self {
+        ScenarioTime {
+            origin_wall: std::time::SystemTime::now(),
+            origin: std::time::Instant::now(),
+            speed: 1.0 / k,
+        }
+    }
+}
+
+impl aws_smithy_async::time::TimeSource for ScenarioTime {
+    fn now(&self) -> std::time::SystemTime {
+        self.origin_wall + self.origin.elapsed().mul_f64(self.speed)
+    }
+}
+
+/// The SDK's sleeps in scenario time: `k` times shorter.
+#[derive(Debug, Clone)]
+struct ScenarioSleep {
+    k: f64,
+}
+
+impl aws_sdk_bedrockruntime::config::AsyncSleep for ScenarioSleep {
+    fn sleep(&self, d: Duration) -> aws_sdk_bedrockruntime::config::Sleep {
+        aws_sdk_bedrockruntime::config::Sleep::new(tokio::time::sleep(d.mul_f64(self.k)))
     }
 }
