@@ -22,6 +22,8 @@ pub struct Probe {
     pub lost: u64,
     /// 429s the server sent.
     pub server_429: u64,
+    /// 99th percentile latency of answered calls, in scenario seconds.
+    pub p99_s: Option<f64>,
 }
 
 /// The search's answer.
@@ -53,6 +55,7 @@ pub async fn smallest_quota(
             tpm: s.models[0].tpm,
             lost: r.lost,
             server_429: r.server_429,
+            p99_s: r.p99_s,
         });
         Ok(r.lost == 0)
     };

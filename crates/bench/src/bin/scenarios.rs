@@ -123,12 +123,13 @@ async fn main() -> Result<(), tower::BoxError> {
                 search::smallest_quota(s, strategy, &opts, (lo, hi), args.search_runs).await?;
             for p in &answer.probes {
                 println!(
-                    "  x{:.3}: rpm {:>6} tpm {:>9}  lost {:>5}  429s {:>5}",
+                    "  x{:.3}: rpm {:>6} tpm {:>9}  lost {:>5}  429s {:>5}  p99 {:>6} s",
                     p.factor,
                     p.rpm.map_or("-".into(), |r| r.to_string()),
                     p.tpm,
                     p.lost,
-                    p.server_429
+                    p.server_429,
+                    p.p99_s.map_or("-".into(), |v| format!("{v:.1}"))
                 );
             }
             match answer.factor {
