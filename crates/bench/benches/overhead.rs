@@ -5,9 +5,10 @@
 //! contended throughput from two threads sharing one budget / one breaker
 //! (and governor's limiter, tower-resilience's breaker).
 //!
-//! Every contender is driven the same way: `poll_ready`, `call`, one poll
-//! of the future with a no-op waker (the inner service answers at once, so
-//! every future completes on its first poll), inside an entered
+//! Every contender is driven the same way: `poll_ready`, `call`, polls of
+//! the future with a no-op waker until it completes (the inner service
+//! answers at once, so single-threaded every future completes on its first
+//! poll), inside an entered
 //! current-thread tokio runtime (for the layers that read tokio's clock).
 //!
 //! ```text
@@ -122,17 +123,28 @@ impl Service<Ask> for RawNoop {
     }
 }
 
-/// One call: ready, call, one poll. Panics if the contender does not
-/// answer at once (the comparison would be meaningless).
+/// One call: ready, call, poll to completion (spinning on `Pending`:
+/// tower-resilience's breaker takes an async lock that another thread may
+/// hold; every other contender completes on the first poll).
 #[inline]
 fn one_call<S: Service<Ask>>(svc: &mut S, cx: &mut Context<'_>) {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(ask()));
-    match fut.poll(cx) {
-        Poll::Ready(Ok(r)) => {
-            black_box(r);
+    loop {
+        match svc.poll_ready(cx) {
+            Poll::Ready(Ok(())) => break,
+            Poll::Ready(Err(_)) => panic!("the no-op service is always ready"),
+            Poll::Pending => std::hint::spin_loop(),
         }
-        _ => panic!("the no-op service answers at once"),
+    }
+    let mut fut = pin!(svc.call(ask()));
+    loop {
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(Ok(r)) => {
+                black_box(r);
+                return;
+            }
+            Poll::Ready(Err(_)) => panic!("the no-op service never fails"),
+            Poll::Pending => std::hint::spin_loop(),
+        }
     }
 }
 
