@@ -86,16 +86,7 @@ where
             add_response_metadata(&mut c, headers);
             c
         }
-        SdkError::DispatchFailure(failure) => classify_dispatch(failure),
-        SdkError::TimeoutError(_) => {
-            Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
-                .with_code("TimeoutError")
-        }
-        SdkError::ConstructionFailure(_) => {
-            Classification::new(ErrorClass::Client(ClientKind::Other))
-                .with_code("ConstructionFailure")
-        }
-        _ => Classification::new(ErrorClass::Unknown),
+        other => classify_transport(other),
     }
 }
 
@@ -172,6 +163,14 @@ where
             Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
                 .with_code("ResponseError")
         }
+        other => classify_transport(other),
+    }
+}
+
+/// The variants that carry no answer from Bedrock, alike for operations and
+/// event streams.
+fn classify_transport<E, R>(error: &SdkError<E, R>) -> Classification {
+    match error {
         SdkError::DispatchFailure(failure) => classify_dispatch(failure),
         SdkError::TimeoutError(_) => {
             Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
