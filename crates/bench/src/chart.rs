@@ -1,8 +1,9 @@
 //! The PNG chart of a scenario's runs: answers per quarter minute (top)
 //! and 429s the server sent per quarter minute (bottom), one line per
-//! strategy, over scenario time. No text is drawn, so no font is needed:
-//! the colours are fixed (see [`COLOURS`]) and the harness prints the
-//! legend beside the file name.
+//! strategy, over scenario time (a tick on the base line every scenario
+//! minute). No text is drawn, so no font is needed (plotters' text needs
+//! system fonts through font-kit or a bundled font): the colours are fixed
+//! (see [`COLOURS`]) and the harness prints the legend.
 
 use std::path::Path;
 
@@ -86,6 +87,22 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Erro
             r.timeline.iter().map(|s| (s.minute, s.throttled as f64)),
             c.stroke_width(2),
         ))?;
+    }
+    // No text: a black base line and a tick at every scenario minute.
+    for (chart, top_y) in [
+        (&mut upper, max_answered.max(quarter) * 1.1),
+        (&mut lower, max_429 * 1.1),
+    ] {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 0.0), (minutes, 0.0)],
+            BLACK.stroke_width(1),
+        )))?;
+        chart.draw_series((0..=minutes as usize).map(|m| {
+            PathElement::new(
+                vec![(m as f64, 0.0), (m as f64, top_y * 0.04)],
+                BLACK.stroke_width(1),
+            )
+        }))?;
     }
     root.present()?;
     Ok(())
