@@ -518,3 +518,93 @@ impl Scenario {
             .map_err(|e| SpecError::Emulator(self.name.clone(), e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_is_valid() {
+        for name in Scenario::BUILT_IN {
+            let s = Scenario::built_in(name).expect("built in");
+            assert_eq!(s.name, name);
+            s.validate().expect("valid");
+        }
+        assert!(Scenario::built_in("nope").is_none());
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../scenarios/example.toml");
+        let s = Scenario::from_toml_str(text).expect("valid example");
+        assert_eq!(s.apps.len(), 2);
+        assert_eq!(s.faults_in(2).len(), 1);
+        assert_eq!(s.faults_in(5).len(), 0);
+        // A scenario written to TOML reads back the same.
+        let back =
+            Scenario::from_toml_str(&toml::to_string(&s).expect("serializes")).expect("valid");
+        assert_eq!(back, s);
+    }
+
+    fn minimal() -> String {
+        r#"
+        name = "t"
+        minutes = 2
+        [[models]]
+        id = "m"
+        tpm = 1000
+        [[apps]]
+        name = "a"
+        rpm = [10]
+        "#
+        .to_owned()
+    }
+
+    #[test]
+    fn bad_files_fail_with_a_reason() {
+        assert!(Scenario::from_toml_str(&minimal()).is_ok());
+        let unknown_field = minimal().replace("minutes = 2", "minutes = 2\nminuets = 3");
+        assert!(matches!(
+            Scenario::from_toml_str(&unknown_field),
+            Err(SpecError::Toml(_))
+        ));
+        let cases = [
+            (minimal().replace("minutes = 2", "minutes = 0"), "minutes"),
+            (minimal().replace("tpm = 1000", "tpm = 0"), "quotas"),
+            (minimal().replace("rpm = [10]", "rpm = []"), "rpm"),
+            (
+                minimal().replace("rpm = [10]", "rpm = [10]\nprocess = 1"),
+                "process",
+            ),
+            (
+                minimal() + "[[faults]]\nkind = \"gremlins\"\n",
+                "fault kind",
+            ),
+            (
+                minimal() + "[[faults]]\nkind = \"unavailable\"\nrate = 2.0\n",
+                "rate",
+            ),
+            (
+                minimal().replace("name = \"t\"", "name = \"t\"\nfallback = \"m\""),
+                "fallback",
+            ),
+            (minimal().replace("name = \"t\"", "name = \"a b\""), "name"),
+        ];
+        for (text, word) in cases {
+            match Scenario::from_toml_str(&text) {
+                Err(SpecError::Invalid { reason, .. }) => {
+                    assert!(reason.contains(word), "{reason:?} should mention {word}")
+                }
+                other => panic!("expected an invalid scenario ({word}), got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn quota_factor_scales_every_model() {
+        let s = Scenario::overload_fallback().with_quota_factor(0.5);
+        assert_eq!(s.models[0].rpm, Some(75));
+        assert_eq!(s.models[0].tpm, 100_000);
+        assert_eq!(s.models[1].rpm, Some(100));
+    }
+}
