@@ -20,7 +20,11 @@
 //! runs per target; the classes that trigger a fallback by default are ones
 //! it answers fast (local rejections are not retried, an overload is
 //! retried little if at all), so a chain does not wait out a full retry
-//! cycle on a dead primary before moving on.
+//! cycle on a dead primary before moving on. Each target is a new call for
+//! the layers below (the retry layer's deadline is per call): bound the
+//! whole chain with [`chain_deadline`](ModelFallbackBuilder::chain_deadline).
+//! The test `tests/stack.rs` composes this stack over an overloaded
+//! primary.
 //!
 //! # When it falls back
 //!
