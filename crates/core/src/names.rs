@@ -51,7 +51,8 @@ pub const CIRCUIT_TRANSITIONS: &str = "bedrock_circuit_transitions_total";
 /// Counter: calls rejected by an open breaker. Labels: `model`.
 pub const CIRCUIT_REJECTED: &str = "bedrock_circuit_rejected_total";
 
-/// Counter: fallbacks from one target to the next. Labels: `from`, `to`, `class`.
+/// Counter: fallbacks from one target to the next. Labels: `from`, `to`,
+/// `class`, `kind`.
 pub const FALLBACKS: &str = "bedrock_fallback_total";
 /// Gauge: requests in flight that are being served by a fallback target.
 pub const DEGRADED_IN_FLIGHT: &str = "bedrock_degraded_requests";
