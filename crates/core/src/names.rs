@@ -43,6 +43,22 @@ pub const BUDGET_WAIT_SECONDS: &str = "bedrock_budget_wait_seconds";
 /// Gauge: the budget's effective (adaptive) token limit. Labels: `model`.
 pub const BUDGET_EFFECTIVE_LIMIT: &str = "bedrock_budget_effective_limit_tokens";
 
+/// Gauge: connections of a shared (Redis) budget store that are degraded
+/// (Redis unreachable, serving from the local share); 0 when all is well.
+/// Labels: `namespace`.
+pub const STORE_DEGRADED: &str = "bedrock_budget_store_degraded";
+/// Counter: transitions between connected and degraded. Labels:
+/// `namespace`, `to` (`degraded`, `connected`).
+pub const STORE_DEGRADED_TRANSITIONS: &str = "bedrock_budget_store_transitions_total";
+/// Counter: reservations served from the local share. Labels: `namespace`.
+pub const STORE_LOCAL_ADMISSIONS: &str = "bedrock_budget_store_local_admissions_total";
+/// Gauge: live instances sharing the namespace (from the heartbeats).
+/// Labels: `namespace`.
+pub const STORE_LIVE_INSTANCES: &str = "bedrock_budget_store_live_instances";
+/// Counter: settlements found already applied when replayed after a lost
+/// reply (skipped: the proof that nothing was counted twice).
+pub const STORE_REPLAYS_SKIPPED: &str = "bedrock_budget_store_replays_skipped_total";
+
 /// Gauge: breaker state per model (0 closed, 1 half-open, 2 open).
 /// Labels: `model`.
 pub const CIRCUIT_STATE: &str = "bedrock_circuit_state";
