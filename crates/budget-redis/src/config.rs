@@ -155,9 +155,10 @@ impl RedisStoreBuilder {
     /// reads Redis (default true: a blocking round trip, ordered after this
     /// process's queued settlements, as exact as the in-memory store's) or
     /// answers at once from the window sums of the key's last reply (false:
-    /// no blocking, possibly one operation behind). The budget reads a
-    /// snapshot after every settlement for its gauges, so `false` saves a
-    /// blocking round trip per call; `Budget::snapshot` is then approximate.
+    /// no blocking, possibly one operation behind). The budget's gauges
+    /// always use the latter
+    /// ([`gauge_snapshot`](tower_bedrock_budget::StoreKey::gauge_snapshot));
+    /// with `false`, `Budget::snapshot` is approximate too.
     pub fn fresh_snapshots(mut self, fresh: bool) -> Self {
         self.config.fresh_snapshots = fresh;
         self

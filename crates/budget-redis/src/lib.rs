@@ -206,11 +206,14 @@
 //! synchronous; this store answers it with a fresh read ordered after this
 //! process's queued settlements, blocking the caller up to
 //! [`snapshot_timeout`](RedisStoreBuilder::snapshot_timeout) (then the last
-//! known state). The budget reads a snapshot after each settlement to set
-//! its utilisation gauges, so that costs one more blocking round trip per
-//! call; [`fresh_snapshots(false)`](RedisStoreBuilder::fresh_snapshots)
-//! answers from the sums of the key's last reply instead (no blocking,
-//! possibly one operation behind). The reserved counts are this process's
+//! known state): that is what `Budget::snapshot` and
+//! `Budget::snapshots` see. The budget's utilisation gauges, read on the
+//! request path, use
+//! [`StoreKey::gauge_snapshot`](tower_bedrock_budget::StoreKey::gauge_snapshot)
+//! instead, which this store answers from the sums of the key's last reply
+//! (never a round trip, possibly one operation behind).
+//! [`fresh_snapshots(false)`](RedisStoreBuilder::fresh_snapshots) makes
+//! every snapshot answer that way. The reserved counts are this process's
 //! calls in flight.
 //!
 //! # Running the tests

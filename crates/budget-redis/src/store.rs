@@ -409,10 +409,8 @@ impl KeyShared {
         }
     }
 
-    fn snapshot(self: &Arc<Self>, now: Instant) -> StoreSnapshot {
-        let fresh = if self.worker.degraded.load(Ordering::Relaxed)
-            || !self.common.config.fresh_snapshots
-        {
+    fn snapshot(self: &Arc<Self>, now: Instant, fresh: bool) -> StoreSnapshot {
+        let fresh = if self.worker.degraded.load(Ordering::Relaxed) || !fresh {
             None
         } else {
             let (reply, rx) = std::sync::mpsc::sync_channel(1);
@@ -540,7 +538,15 @@ impl StoreKey for RedisKey {
     /// ([`RedisStoreBuilder::fresh_snapshots`]). Reserved counts are this
     /// process's calls in flight.
     fn snapshot(&self, now: Instant) -> StoreSnapshot {
-        self.shared.snapshot(now)
+        self.shared
+            .snapshot(now, self.shared.common.config.fresh_snapshots)
+    }
+
+    /// The last known state (plus this process's local charges when
+    /// degraded): never a round trip, so the budget's gauges cost the
+    /// request path nothing.
+    fn gauge_snapshot(&self, now: Instant) -> StoreSnapshot {
+        self.shared.snapshot(now, false)
     }
 }
 

@@ -964,7 +964,7 @@ impl<K: StoreKey> KeyState<K> {
     }
 
     fn write_gauges(&self, now: Instant) {
-        let snap = self.store.snapshot(now);
+        let snap = self.store.gauge_snapshot(now);
         let limits = self.sched.lock().limits(now, &self.config, self.configured);
         self.gauges.tokens.set(ratio(snap.tokens, limits.tokens));
         self.gauges.effective.set(limits.tokens as f64);

@@ -225,6 +225,14 @@ pub trait StoreKey: Send + Sync + 'static {
     /// known state).
     fn snapshot(&self, now: Instant) -> StoreSnapshot;
 
+    /// The key's windows for the utilisation gauges, read on the request
+    /// path (at most once per sub-window per key). It must not block: a
+    /// remote store answers from its last known state. The default is
+    /// [`snapshot`](Self::snapshot), right for stores that never block.
+    fn gauge_snapshot(&self, now: Instant) -> StoreSnapshot {
+        self.snapshot(now)
+    }
+
     /// Bytes of this process's memory the key's windows take (0 for a
     /// store that keeps them elsewhere).
     fn memory_bytes(&self) -> usize {
