@@ -64,6 +64,16 @@ pub(crate) struct SettleOp {
     pub(crate) at: Option<Instant>,
     /// Assigned by the worker when first sent.
     pub(crate) seq: Option<u64>,
+    /// The token ring of the reservation's tenant (adjusted too).
+    pub(crate) tenant_ring: Option<Arc<str>>,
+}
+
+/// The tenant of a reservation, as the reserve script takes it.
+pub(crate) struct TenantArgs {
+    /// The tenant's token ring.
+    pub(crate) ring: Arc<str>,
+    pub(crate) name: Box<str>,
+    pub(crate) weight: u32,
 }
 
 /// Where a reservation's outcome goes. Dropped without an answer (a
@@ -94,6 +104,7 @@ pub(crate) enum Op {
         charge: Charge,
         now: Instant,
         now_us: Option<u64>,
+        tenant: Option<TenantArgs>,
         reply: ReplyGuard,
     },
     Settle(SettleOp),
@@ -434,6 +445,7 @@ impl Worker {
                 now_us: key.common.now_us(now),
                 at: None,
                 seq: None,
+                tenant_ring: None,
             });
         }
     }
@@ -441,6 +453,11 @@ impl Worker {
     fn settle_cmd(&self, p: &mut Pipeline, op: &SettleOp) {
         let k = &op.key;
         let g = k.geometry;
+        // Only a reservation made in Redis was charged to a tenant ring.
+        let ring = match op.target {
+            SettleTarget::Slots(..) => op.tenant_ring.as_deref(),
+            _ => None,
+        };
         let (slot, dslot) = match op.target {
             SettleTarget::Slots(s, d) => (opt(Some(s)), opt(Some(d))),
             SettleTarget::Merged(e) => self
@@ -451,12 +468,15 @@ impl Worker {
         };
         p.cmd("EVALSHA")
             .arg(self.scripts.settle.get_hash())
-            .arg(4)
+            .arg(if ring.is_some() { 5 } else { 4 })
             .arg(&k.tok)
             .arg(&k.req)
             .arg(&k.day)
-            .arg(&k.seq_key)
-            .arg(now_arg(op.now_us))
+            .arg(&k.seq_key);
+        if let Some(ring) = ring {
+            p.arg(ring);
+        }
+        p.arg(now_arg(op.now_us))
             .arg(g.g_us)
             .arg(g.k)
             .arg(g.dg_us)
@@ -478,16 +498,20 @@ impl Worker {
                 limits,
                 charge,
                 now_us,
+                tenant,
                 ..
             } => {
                 let g = key.geometry;
                 p.cmd("EVALSHA")
                     .arg(self.scripts.reserve.get_hash())
-                    .arg(3)
+                    .arg(if tenant.is_some() { 5 } else { 3 })
                     .arg(&key.tok)
                     .arg(&key.req)
-                    .arg(&key.day)
-                    .arg(now_arg(*now_us))
+                    .arg(&key.day);
+                if let Some(t) = tenant {
+                    p.arg(&*t.ring).arg(&key.contention);
+                }
+                p.arg(now_arg(*now_us))
                     .arg(g.g_us)
                     .arg(g.k)
                     .arg(g.dg_us)
@@ -499,6 +523,9 @@ impl Worker {
                     .arg(charge.requests)
                     .arg(g.ttl_ms)
                     .arg(g.day_ttl_ms);
+                if let Some(t) = tenant {
+                    p.arg(&*t.name).arg(t.weight);
+                }
             }
             Op::Settle(s) => self.settle_cmd(p, s),
             Op::Snapshot { key, now_us, .. } => {

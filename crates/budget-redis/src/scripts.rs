@@ -112,7 +112,17 @@ end
 /// Reservation. KEYS: tokens, requests, day hashes. ARGV: now_us (-1 for
 /// the server's clock), g_us, K, day_g_us, day_K, limit_tokens,
 /// limit_requests (-1 none), limit_day (-1 none), charge_tokens,
-/// charge_requests, ttl_ms, day_ttl_ms.
+/// charge_requests, ttl_ms, day_ttl_ms; for a tenant, also KEYS: the
+/// tenant's token ring and the key's contention record, ARGV: tenant name,
+/// weight.
+///
+/// With a tenant, a charge that fits the windows is still refused when
+/// other tenants contend (were refused and are waiting for room) and it
+/// would take the tenant's usage in the window beyond its weighted share of
+/// the token limit, `limit * weight / (weight + weights of the contending
+/// others)` (at least the charge). A refused tenant records itself as
+/// contending until its expected retry (at most one window ahead) plus a
+/// tenth of the window (at least two sub-windows).
 ///
 /// Returns `{1, slot, day_slot, now_us, tokens, requests, day}` when
 /// admitted, `{0, window (1 tokens, 2 requests, 3 day), room_us (-1 never),
@@ -148,6 +158,45 @@ for _, c in ipairs(checks) do
     refused = true
   end
 end
+-- Tenant shares (KEYS[4]: the tenant's token ring, KEYS[5]: the key's
+-- contention record, field = tenant, value = 'until_us:weight').
+local tenant = #KEYS >= 5
+local tth, tus
+if tenant then
+  local reg, tname, tw = KEYS[5], ARGV[13], tonumber(ARGV[14])
+  tth, tus = advance(KEYS[4], slot, K, ARGV[11], client_clock)
+  if not refused then
+    local sumw, others = tw, false
+    local all = redis.call('HGETALL', reg)
+    for i = 1, #all, 2 do
+      local u, w = string.match(all[i + 1], '^(%d+):(%d+)$')
+      u, w = tonumber(u), tonumber(w)
+      if u == nil or u < now then
+        redis.call('HDEL', reg, all[i])
+      elseif all[i] ~= tname then
+        sumw = sumw + w
+        others = true
+      end
+    end
+    if others then
+      local share = math.max(math.floor(lt * tw / sumw), ct)
+      if tus + ct > share then
+        local x = slot_with_room(KEYS[4], tth, tus, K, share - ct) or (tth + 1)
+        refused, kind, room = true, 1, x * g
+      end
+    end
+  end
+  if refused and room ~= nil then
+    -- Contending until its retry, plus a tenth of the window (at least
+    -- two sub-windows): a waiter may retry a little after the room it was
+    -- told of (pacing, its turn in its process's queue).
+    -- At most one window ahead (a day-window refusal may name a room hours
+    -- away, and the waiter is shed long before).
+    local until_us = math.min(math.max(room, now), now + K * g) + math.max(2, math.ceil(K / 10)) * g
+    redis.call('HSET', reg, tname, f(until_us) .. ':' .. ARGV[14])
+    redis.call('PEXPIRE', reg, ARGV[11])
+  end
+end
 if refused then return {0, kind, room or -1, now, ts, rs, ds} end
 ts = add(KEYS[1], slot, th, K, ts, ct)
 rs = add(KEYS[2], slot, rh, K, rs, cr)
@@ -155,6 +204,7 @@ ds = add(KEYS[3], dslot, dh, dK, ds, ct)
 local used, dused = slot, dslot
 if not live(slot, th, K) then used = th end
 if not live(dslot, dh, dK) then dused = dh end
+if tenant then add(KEYS[4], used, tth, K, tus, ct) end
 return {1, used, dused, now, ts, rs, ds}
 "#;
 
@@ -162,7 +212,9 @@ return {1, used, dused, now, ts, rs, ds}
 /// KEYS: tokens, requests, day, applied-sequence hash. ARGV: now_us, g_us,
 /// K, day_g_us, day_K, slot (-1: the current one), day_slot (-1),
 /// reserved_tokens, reserved_requests, reserved_day, actual_tokens,
-/// actual_requests, actual_day, ttl_ms, day_ttl_ms, instance field, seq.
+/// actual_requests, actual_day, ttl_ms, day_ttl_ms, instance field, seq;
+/// optional KEYS[5]: the tenant's token ring, adjusted too when the slot is
+/// given.
 ///
 /// Idempotent: the instance's sequence number for this key is recorded,
 /// and a settlement whose number is not above the recorded one (a replay
@@ -186,6 +238,10 @@ if dslot < 0 then dslot = dh end
 ts = adjust(KEYS[1], slot, th, K, ts, tonumber(ARGV[8]), tonumber(ARGV[11]))
 rs = adjust(KEYS[2], slot, rh, K, rs, tonumber(ARGV[9]), tonumber(ARGV[12]))
 ds = adjust(KEYS[3], dslot, dh, dK, ds, tonumber(ARGV[10]), tonumber(ARGV[13]))
+if #KEYS >= 5 and tonumber(ARGV[6]) >= 0 then
+  local tth, tus = advance(KEYS[5], cur, K, ARGV[14], client_clock)
+  adjust(KEYS[5], slot, tth, K, tus, tonumber(ARGV[8]), tonumber(ARGV[11]))
+end
 return {1, slot, dslot, now, ts, rs, ds}
 "#;
 

@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower_bedrock_budget::{
     BudgetStore, Charge, InMemoryKey, InMemoryStore, Limits, Refusal, Reservation, StoreKey,
-    StoreSnapshot, WindowKind, WindowSpec,
+    StoreSnapshot, TenantTag, WindowKind, WindowSpec,
 };
 
 use crate::config::{Config, RedisStoreBuilder, TimeSource};
-use crate::driver::{self, Op, ReplyGuard, SettleOp, SettleTarget};
+use crate::driver::{self, Op, ReplyGuard, SettleOp, SettleTarget, TenantArgs};
 use crate::error::BuildError;
 use crate::names;
 
@@ -191,6 +191,9 @@ impl BudgetStore for RedisStore {
             req: format!("{base}:req"),
             day: format!("{base}:day"),
             seq_key: format!("{base}:seq"),
+            contention: format!("{base}:ten"),
+            tenant_rings: Mutex::new(Vec::new()),
+            base,
             geometry: Geometry {
                 g_us,
                 k,
@@ -263,6 +266,11 @@ pub(crate) struct KeyShared {
     pub(crate) req: String,
     pub(crate) day: String,
     pub(crate) seq_key: String,
+    /// The tenants contending for the key (see the reserve script).
+    pub(crate) contention: String,
+    /// The token rings of the tenants seen, `<base>:t:<tenant>`.
+    tenant_rings: Mutex<Vec<(Box<str>, Arc<str>)>>,
+    base: String,
     pub(crate) geometry: Geometry,
     spec: WindowSpec,
     reserved_tokens: AtomicU64,
@@ -282,6 +290,17 @@ impl KeyShared {
         let mut last = lock(&self.last);
         let at = at.or(last.at);
         *last = Sums { at, ..sums };
+    }
+
+    /// The Redis key of `tenant`'s token ring (made once per tenant).
+    fn tenant_ring(&self, tenant: &str) -> Arc<str> {
+        let mut rings = lock(&self.tenant_rings);
+        if let Some((_, r)) = rings.iter().find(|(n, _)| &**n == tenant) {
+            return r.clone();
+        }
+        let ring: Arc<str> = Arc::from(format!("{}:t:{tenant}", self.base));
+        rings.push((Box::from(tenant), ring.clone()));
+        ring
     }
 
     /// Next settlement sequence number (assigned by the worker, in the
@@ -377,7 +396,13 @@ impl KeyShared {
         })
     }
 
-    fn settle(self: &Arc<Self>, r: Reservation, actual: Charge, now: Instant) {
+    fn settle(
+        self: &Arc<Self>,
+        r: Reservation,
+        actual: Charge,
+        now: Instant,
+        tenant_ring: Option<Arc<str>>,
+    ) {
         self.release_reserved(r.charge);
         let target = if r.slot & LOCAL_BIT != 0 {
             let epoch = (r.slot >> EPOCH_SHIFT) & EPOCH_MASK;
@@ -403,6 +428,7 @@ impl KeyShared {
             now_us: self.common.now_us(now),
             at: Some(now),
             seq: None,
+            tenant_ring,
         };
         if self.tx.send(Op::Settle(op)).is_err() {
             tracing::error!(key = %self.name, "budget store thread gone: settlement dropped");
@@ -482,25 +508,32 @@ impl RedisKey {
     pub fn name(&self) -> &str {
         &self.shared.name
     }
-}
 
-impl StoreKey for RedisKey {
-    type Reserve = ReserveFuture;
-
-    /// One round trip: a Lua script checks and charges the three windows
-    /// atomically. From the local share at once when degraded.
-    fn reserve(&self, limits: Limits, charge: Charge, now: Instant) -> ReserveFuture {
+    fn reserve_inner(
+        &self,
+        tenant: Option<TenantTag<'_>>,
+        limits: Limits,
+        charge: Charge,
+        now: Instant,
+    ) -> ReserveFuture {
         let key = &self.shared;
         if key.worker.degraded.load(Ordering::Relaxed) {
             return ReserveFuture::ready(key.local_reserve(limits, charge, now));
         }
-        let pending = Arc::new(Pending::new(key.clone(), (limits, charge, now)));
+        let tenant = tenant.map(|t| TenantArgs {
+            ring: key.tenant_ring(t.name),
+            name: Box::from(t.name),
+            weight: t.weight,
+        });
+        let ring = tenant.as_ref().map(|t| t.ring.clone());
+        let pending = Arc::new(Pending::new(key.clone(), (limits, charge, now), ring));
         let op = Op::Reserve {
             key: key.clone(),
             limits,
             charge,
             now,
             now_us: key.common.now_us(now),
+            tenant,
             reply: ReplyGuard(Some(pending.clone())),
         };
         if key.tx.send(op).is_err() {
@@ -525,11 +558,45 @@ impl StoreKey for RedisKey {
             },
         }
     }
+}
+
+impl StoreKey for RedisKey {
+    type Reserve = ReserveFuture;
+
+    /// One round trip: a Lua script checks and charges the three windows
+    /// atomically. From the local share at once when degraded.
+    fn reserve(&self, limits: Limits, charge: Charge, now: Instant) -> ReserveFuture {
+        self.reserve_inner(None, limits, charge, now)
+    }
+
+    /// Like `reserve`, and the tenant's weighted share holds across every
+    /// process sharing the key (see the [crate docs](crate#tenants)).
+    fn reserve_for(
+        &self,
+        tenant: TenantTag<'_>,
+        limits: Limits,
+        charge: Charge,
+        now: Instant,
+    ) -> ReserveFuture {
+        self.reserve_inner(Some(tenant), limits, charge, now)
+    }
 
     /// Queued to the connection that owns this key, applied in order and
     /// exactly once (replayed after a reconnect if the reply was lost).
     fn settle(&self, reservation: Reservation, actual: Charge, now: Instant) {
-        self.shared.settle(reservation, actual, now);
+        self.shared.settle(reservation, actual, now, None);
+    }
+
+    /// Like `settle`, adjusting the tenant's usage too.
+    fn settle_for(
+        &self,
+        tenant: TenantTag<'_>,
+        reservation: Reservation,
+        actual: Charge,
+        now: Instant,
+    ) {
+        let ring = self.shared.tenant_ring(tenant.name);
+        self.shared.settle(reservation, actual, now, Some(ring));
     }
 
     /// A fresh read (one round trip, blocking the calling thread up to the
@@ -555,6 +622,8 @@ pub(crate) struct Pending {
     key: Arc<KeyShared>,
     /// The request, to answer from the local share if need be.
     request: (Limits, Charge, Instant),
+    /// The tenant's token ring, to refund a reservation nobody awaits.
+    tenant_ring: Option<Arc<str>>,
     state: Mutex<PendingState>,
     cond: Condvar,
 }
@@ -567,10 +636,15 @@ struct PendingState {
 }
 
 impl Pending {
-    fn new(key: Arc<KeyShared>, request: (Limits, Charge, Instant)) -> Self {
+    fn new(
+        key: Arc<KeyShared>,
+        request: (Limits, Charge, Instant),
+        tenant_ring: Option<Arc<str>>,
+    ) -> Self {
         Pending {
             key,
             request,
+            tenant_ring,
             state: Mutex::new(PendingState::default()),
             cond: Condvar::new(),
         }
@@ -583,7 +657,8 @@ impl Pending {
         if s.cancelled {
             drop(s);
             if let Ok(r) = result {
-                self.key.settle(r, Charge::ZERO, now);
+                self.key
+                    .settle(r, Charge::ZERO, now, self.tenant_ring.clone());
             }
             return;
         }
@@ -629,7 +704,8 @@ impl Pending {
         drop(s);
         self.cond.notify_all();
         if let Some(Ok(r)) = result {
-            self.key.settle(r, Charge::ZERO, Instant::now());
+            self.key
+                .settle(r, Charge::ZERO, Instant::now(), self.tenant_ring.clone());
         }
     }
 }

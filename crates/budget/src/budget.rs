@@ -385,6 +385,16 @@ pub(crate) struct TenantInfo {
     priority: Priority,
 }
 
+impl TenantInfo {
+    /// What a store is told about the tenant.
+    pub(crate) fn tag(&self) -> crate::store::TenantTag<'_> {
+        crate::store::TenantTag {
+            name: &self.name,
+            weight: self.weight,
+        }
+    }
+}
+
 /// A tenant of a [`Budget`]: one application with its weighted share of
 /// the shared quota. Make its layer with [`Tenant::layer`].
 #[derive(Debug)]

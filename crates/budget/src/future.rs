@@ -98,6 +98,7 @@ where
                 Ok(reservation) => {
                     *this.held = Some(Held {
                         key: this.admission.key.clone(),
+                        tenant: this.admission.tenant.clone(),
                         reservation,
                         done: false,
                     });
@@ -153,6 +154,7 @@ where
 /// unsettled, keeps the reservation.
 pub(crate) struct Held<K: StoreKey> {
     key: Arc<KeyState<K>>,
+    tenant: Arc<TenantInfo>,
     reservation: Reservation,
     done: bool,
 }
@@ -162,7 +164,9 @@ impl<K: StoreKey> Held<K> {
         self.done = true;
         let now = Instant::now();
         let reserved = self.reservation.charge;
-        self.key.store.settle(self.reservation, actual, now);
+        self.key
+            .store
+            .settle_for(self.tenant.tag(), self.reservation, actual, now);
         if actual.tokens < reserved.tokens || actual.requests < reserved.requests {
             self.key.on_settled();
         }
@@ -174,7 +178,9 @@ impl<K: StoreKey> Drop for Held<K> {
     fn drop(&mut self) {
         if !self.done {
             let r = self.reservation;
-            self.key.store.settle(r, r.charge, Instant::now());
+            self.key
+                .store
+                .settle_for(self.tenant.tag(), r, r.charge, Instant::now());
         }
     }
 }
@@ -388,7 +394,10 @@ impl<K: StoreKey> Admission<K> {
                         // reservation polled once under it.
                         let limits = s.limits(now, &self.key.config, self.key.configured());
                         self.epoch = self.key.epoch.load(Ordering::SeqCst);
-                        let mut fut = self.key.store.reserve(limits, self.charge, now);
+                        let mut fut =
+                            self.key
+                                .store
+                                .reserve_for(self.tenant.tag(), limits, self.charge, now);
                         match Pin::new(&mut fut).poll(cx) {
                             Poll::Ready(Ok(reservation)) => {
                                 let tau = self.key.config.spec.window.as_secs_f64();
@@ -470,8 +479,12 @@ impl<K: StoreKey> Admission<K> {
                         match s.pace_wait(now, &self.key.config, limits, self.charge) {
                             None => {
                                 self.epoch = self.key.epoch.load(Ordering::SeqCst);
-                                self.phase =
-                                    Phase::Trying(self.key.store.reserve(limits, self.charge, now));
+                                self.phase = Phase::Trying(self.key.store.reserve_for(
+                                    self.tenant.tag(),
+                                    limits,
+                                    self.charge,
+                                    now,
+                                ));
                                 continue;
                             }
                             // Not yet: the backlog drains at the limit's pace.

@@ -201,5 +201,5 @@ pub use future::ResponseFuture;
 pub use layer::{KeyExtractor, KeyFn, ModelKey, TokenBudget, TokenBudgetLayer};
 pub use store::{
     BudgetStore, Charge, InMemoryKey, InMemoryStore, Limits, Refusal, Reservation, StoreKey,
-    StoreSnapshot, WindowKind, WindowSpec,
+    StoreSnapshot, TenantTag, WindowKind, WindowSpec,
 };

@@ -165,6 +165,17 @@ pub struct Refusal {
     pub room_at: Option<Instant>,
 }
 
+/// The tenant a reservation is made for: its name and weight. A store
+/// shared by several processes uses it to hold the tenants' weighted shares
+/// across processes (see [`StoreKey::reserve_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantTag<'a> {
+    /// The tenant's name (the same in every process).
+    pub name: &'a str,
+    /// The tenant's weight (at least 1).
+    pub weight: u32,
+}
+
 /// A point-in-time view of one key's windows in a store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreSnapshot {
@@ -220,6 +231,38 @@ pub trait StoreKey: Send + Sync + 'static {
 
     /// Settles a reservation to the `actual` charge.
     fn settle(&self, reservation: Reservation, actual: Charge, now: Instant);
+
+    /// Like [`reserve`](Self::reserve), for `tenant`. The budget always
+    /// calls this one. A store shared by many processes may also refuse a
+    /// charge that fits the window but would take the tenant beyond its
+    /// weighted share while other tenants contend for the key (so the
+    /// shares hold across processes). The default ignores the tenant: the
+    /// budget's own scheduler already divides what one process is admitted
+    /// among its tenants.
+    fn reserve_for(
+        &self,
+        tenant: TenantTag<'_>,
+        limits: Limits,
+        charge: Charge,
+        now: Instant,
+    ) -> Self::Reserve {
+        let _ = tenant;
+        self.reserve(limits, charge, now)
+    }
+
+    /// Like [`settle`](Self::settle), for a reservation made by
+    /// [`reserve_for`](Self::reserve_for) with `tenant`, so that a store
+    /// keeping per-tenant usage adjusts it too. The default is `settle`.
+    fn settle_for(
+        &self,
+        tenant: TenantTag<'_>,
+        reservation: Reservation,
+        actual: Charge,
+        now: Instant,
+    ) {
+        let _ = tenant;
+        self.settle(reservation, actual, now);
+    }
 
     /// The key's windows at `now` (a remote store may answer from its last
     /// known state).

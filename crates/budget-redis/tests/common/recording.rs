@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower_bedrock_budget::{
-    BudgetStore, Charge, Limits, Refusal, Reservation, StoreKey, StoreSnapshot, WindowSpec,
+    BudgetStore, Charge, Limits, Refusal, Reservation, StoreKey, StoreSnapshot, TenantTag,
+    WindowSpec,
 };
 
 /// Admitted reservations, in order, with the wall-clock time (µs since
@@ -74,6 +75,23 @@ impl<K: StoreKey> StoreKey for RecordingKey<K> {
 
     fn settle(&self, reservation: Reservation, actual: Charge, now: Instant) {
         self.inner.settle(reservation, actual, now);
+    }
+
+    fn reserve_for(
+        &self,
+        tenant: TenantTag<'_>,
+        limits: Limits,
+        charge: Charge,
+        now: Instant,
+    ) -> Self::Reserve {
+        Rec {
+            inner: self.inner.reserve_for(tenant, limits, charge, now),
+            log: self.log.clone(),
+        }
+    }
+
+    fn settle_for(&self, tenant: TenantTag<'_>, r: Reservation, actual: Charge, now: Instant) {
+        self.inner.settle_for(tenant, r, actual, now);
     }
 
     fn snapshot(&self, now: Instant) -> StoreSnapshot {
