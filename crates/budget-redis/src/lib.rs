@@ -7,8 +7,9 @@
 //! windows in Redis instead, so every process admits against the same
 //! counts. Switching is a constructor change:
 //! [`BudgetBuilder::build_with_store`](tower_bedrock_budget::BudgetBuilder::build_with_store)
-//! with a `RedisStore` instead of `build()`. Waiting, FIFO order, tenants
-//! and the adaptive limit stay in the [`Budget`](tower_bedrock_budget::Budget).
+//! with a `RedisStore` instead of `build()`. Waiting, FIFO order and the
+//! adaptive limit stay in the [`Budget`](tower_bedrock_budget::Budget);
+//! tenant shares are enforced by both (see [Tenants](#tenants-and-weights-across-processes)).
 //!
 //! # Example
 //!
@@ -78,7 +79,10 @@
 //!   `<base>:day`, where `<base>` is `prefix:{account:region:key}` (the
 //!   braces are a Redis Cluster hash tag: one key's hashes live in one
 //!   slot). Field `h` is the newest sub-window, `s` the running sum, and one
-//!   field per live sub-window holds its count;
+//!   field per live sub-window holds its count; per tenant that used the
+//!   key, one more ring of the same shape, `<base>:t:<tenant>` (its token
+//!   usage), and one hash `<base>:ten` of the tenants contending for the
+//!   key (see [Tenants](#tenants-and-weights-across-processes));
 //! - **admission** is one `EVALSHA`: advance the three rings, check every
 //!   limited window, charge all three or refuse with the sub-window
 //!   boundary at which enough will have expired. One round trip, atomic;
@@ -133,13 +137,58 @@
 //!
 //! # Tenants and weights across processes
 //!
-//! Tenants, weights and priorities are applied by each process's
-//! [`Budget`](tower_bedrock_budget::Budget) among the requests waiting *in
-//! that process*. The store does not know tenants, so the shares hold
-//! within each process, and globally only in the sense that processes
-//! compete for the shared window on equal terms. Global shares need the
-//! tenant passed to the store with each reservation (a change of the
-//! [`StoreKey`](tower_bedrock_budget::StoreKey) trait); not done here.
+//! Each process's [`Budget`](tower_bedrock_budget::Budget) orders the
+//! requests waiting *in that process* by priority and weighted recent
+//! usage, as in memory. On top of that, the budget tells the store the
+//! tenant (name and weight) of every reservation
+//! ([`StoreKey::reserve_for`](tower_bedrock_budget::StoreKey::reserve_for)),
+//! and the reserve script holds the **token shares globally**, across
+//! every process sharing the key:
+//!
+//! - each tenant's admitted tokens are kept in a sliding-window ring of its
+//!   own (`<base>:t:<tenant>`, charged by the reservation, adjusted by its
+//!   settlement or refund in the same atomic scripts);
+//! - a tenant refused (by a full window or by its share) records itself in
+//!   `<base>:ten` as *contending* until its expected retry (at most one
+//!   window ahead) plus a tenth of the window (at least two sub-windows),
+//!   with its weight;
+//! - a charge that fits the windows is still refused when other tenants
+//!   contend and it would take the tenant's usage in the window beyond
+//!   `limit x weight / (its weight + the contending others' weights)` (at
+//!   least one charge). The refusal names the sub-window at which the
+//!   tenant's own usage will have dropped enough, so the waiter sleeps
+//!   until then (no polling);
+//! - a tenant alone, or whose rivals are not waiting, may use the whole
+//!   window (it borrows what the others leave idle); when a rival starts
+//!   contending, the borrower is held back until its usage has slid down
+//!   to its share, and the room it leaves goes to the rival.
+//!
+//! `tests/tenants.rs` checks the rule step by step (two store instances
+//! as two processes, paused time): equal weights split a saturated window
+//! 50/50, weights 3:1 give 70/20 of 100 tokens with 10-token charges (a
+//! share is rounded down to whole charges, at least one, and what the
+//! rounding leaves stays idle while both contend), and refunds lower the
+//! tenant's usage. `tests/multiprocess_tenants.rs` checks it with three OS processes: a
+//! quiet tenant (one caller) and a noisy one of equal weight (five callers
+//! in each of two processes). The quiet tenant gets 50 % of the quota
+//! (asserted within 42-58 %), the window never exceeds the limit and the
+//! throughput stays at 98 % of the quota; with the tenant hidden from the
+//! store the quiet tenant gets about 15 %.
+//!
+//! What does not hold globally: **priorities** (interactive before batch)
+//! order waiters within a process only; the shares cover the **token**
+//! limit only (the request and day limits are shared first-come); a tenant
+//! must have the same weight in every process (the latest writer's weight
+//! is what the others see); and while a connection is **degraded** the
+//! local share ignores tenants (each process's own scheduler still divides
+//! its local share), and charges made locally are merged into the key's
+//! windows but not into the tenants' rings. Contention is known only from
+//! refusals, so a tenant that stops sending keeps the others at their
+//! shares for up to a tenth of a window after its expected retry, and a
+//! borrower is pushed back to its share only as its usage slides out of
+//! the window (at most one window). The default tenant of
+//! [`Budget::layer`](tower_bedrock_budget::Budget::layer) is a tenant like
+//! any other (`default`, weight 1).
 //!
 //! # Degraded mode: Redis unreachable, slow or restarted
 //!

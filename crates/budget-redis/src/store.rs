@@ -570,7 +570,7 @@ impl StoreKey for RedisKey {
     }
 
     /// Like `reserve`, and the tenant's weighted share holds across every
-    /// process sharing the key (see the [crate docs](crate#tenants)).
+    /// process sharing the key (see the [crate docs](crate#tenants-and-weights-across-processes)).
     fn reserve_for(
         &self,
         tenant: TenantTag<'_>,

@@ -146,7 +146,12 @@
 //! default. Waiting, FIFO order, tenants and the adaptive limit stay in the
 //! [`Budget`], so another store (a Redis store shared by many processes)
 //! only implements reservation, settlement and a snapshot, and switching is
-//! a constructor change: [`BudgetBuilder::build_with_store`].
+//! a constructor change: [`BudgetBuilder::build_with_store`]. The budget
+//! tells the store each reservation's tenant ([`StoreKey::reserve_for`],
+//! [`StoreKey::settle_for`]); the in-memory store ignores it (the
+//! scheduler above already divides one process's admissions), while a
+//! store shared by many processes can use it to hold the tenants' shares
+//! across them.
 //!
 //! # Testing another store
 //!

@@ -4,7 +4,9 @@
 //! A store only counts: it keeps, per key, what was charged in the token,
 //! request and day windows and what is reserved by calls in flight. Waiting,
 //! FIFO order, tenants and the adaptive limit live in [`Budget`](crate::Budget),
-//! above the store, so another store (Redis, shared by many processes) only
+//! above the store (which is told each reservation's tenant, see
+//! [`StoreKey::reserve_for`], and may use it to hold shares across
+//! processes), so another store (Redis, shared by many processes) only
 //! has to implement these few operations. The limits are passed with every
 //! reservation (they may change: the adaptive limit), and the window
 //! geometry when a key is first used.
