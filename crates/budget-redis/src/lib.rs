@@ -93,8 +93,9 @@
 //!   store. It is queued (settlement runs from `Drop`) and applied in order
 //!   with the key's other operations;
 //! - **every key has an expiry**: two ring spans (2 x (window +
-//!   sub-window)) for the window hashes, refreshed whenever their head
-//!   moves (so at least once per sub-window of activity), two day spans for
+//!   sub-window)) for the window hashes and the tenants' rings, refreshed
+//!   whenever their head moves (so at least once per sub-window of
+//!   activity), and for the contention hash, refreshed by each refusal; two day spans for
 //!   the day hash and the settlement sequence hash; the instances set
 //!   expires too. An idle budget leaves nothing behind
 //!   (`tests/expiry.rs`).

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use redis::Commands;
-use tower_bedrock_budget::{BudgetStore, Charge, Limits, StoreKey, WindowSpec};
+use tower_bedrock_budget::{BudgetStore, Charge, Limits, StoreKey, TenantTag, WindowSpec};
 use tower_bedrock_budget_redis::RedisStore;
 
 #[tokio::test(flavor = "current_thread")]
@@ -42,6 +42,23 @@ async fn every_key_expires_and_is_namespaced() {
         key.settle(r, Charge::call(5), now);
         assert_eq!(key.snapshot(now).tokens, 5);
     }
+    // A tenant's usage ring, and the contention record its refusal writes.
+    let key = store.key("amazon.nova-lite-v1:0", &spec);
+    let tenant = TenantTag {
+        name: "quiet",
+        weight: 1,
+    };
+    let now = tokio::time::Instant::now();
+    let r = key
+        .reserve_for(tenant, Limits::tokens(1000), Charge::call(990), now)
+        .await
+        .unwrap();
+    assert!(
+        key.reserve_for(tenant, Limits::tokens(1000), Charge::call(20), now)
+            .await
+            .is_err()
+    );
+    key.settle_for(tenant, r, Charge::call(990), now);
     // Let a heartbeat register the instance.
     tokio::time::sleep(Duration::from_millis(250)).await;
     let mut conn = redis::Client::open(common::redis_url())
@@ -65,4 +82,6 @@ async fn every_key_expires_and_is_namespaced() {
             .any(|k| k.contains(":amazon.nova-lite-v1:0}:tok"))
     );
     assert!(keys.iter().any(|k| k.ends_with("}:instances")));
+    assert!(keys.iter().any(|k| k.ends_with("}:t:quiet")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with("}:ten")), "{keys:?}");
 }
