@@ -30,9 +30,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 use tower_bedrock_budget::Budget;
-use tower_bedrock_budget::testing::{MockBedrock, MockRequest};
+use tower_bedrock_budget::testing::MockBedrock;
 use tower_bedrock_budget_redis::RedisStore;
 
 use common::recording::Recording;
@@ -94,26 +94,7 @@ fn child_role() {
         let now = epoch_ms();
         tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now))).await;
         let end = tokio::time::Instant::now() + RUN;
-        let mut callers = Vec::new();
-        for c in 0..CALLERS {
-            let mut svc = svc.clone();
-            callers.push(tokio::spawn(async move {
-                let mut id = (c as u64) << 32;
-                let mut failures = 0u64;
-                while tokio::time::Instant::now() < end {
-                    id += 1;
-                    let req = MockRequest::new(MODEL, id, REQUEST_TOKENS, 0);
-                    if svc.ready().await.unwrap().call(req).await.is_err() {
-                        failures += 1;
-                    }
-                }
-                failures
-            }));
-        }
-        let mut failures = 0;
-        for c in callers {
-            failures += c.await.unwrap();
-        }
+        let failures = common::callers::run_callers(svc, CALLERS, MODEL, REQUEST_TOKENS, end).await;
         let log = log.lock().unwrap();
         for (r, _) in log.iter() {
             println!("ADMIT {role} {} {}", r.slot, r.charge.tokens);

@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 use tower_bedrock_budget::Budget;
-use tower_bedrock_budget::testing::{MockBedrock, MockRequest};
+use tower_bedrock_budget::testing::MockBedrock;
 use tower_bedrock_budget_redis::RedisStore;
 
 use common::recording::Recording;
@@ -99,25 +99,7 @@ fn outage_child_role() {
                 }
             })
         };
-        let mut callers = Vec::new();
-        for c in 0..CALLERS {
-            let mut svc = svc.clone();
-            callers.push(tokio::spawn(async move {
-                let (mut id, mut failures) = ((c as u64) << 32, 0u64);
-                while tokio::time::Instant::now() < end {
-                    id += 1;
-                    let req = MockRequest::new(MODEL, id, REQUEST_TOKENS, 0);
-                    if svc.ready().await.unwrap().call(req).await.is_err() {
-                        failures += 1;
-                    }
-                }
-                failures
-            }));
-        }
-        let mut failures = 0;
-        for c in callers {
-            failures += c.await.unwrap();
-        }
+        let failures = common::callers::run_callers(svc, CALLERS, MODEL, REQUEST_TOKENS, end).await;
         watch.await.unwrap();
         for (r, wall) in log.lock().unwrap().iter() {
             let local = u8::from(r.slot >= 1 << 63);

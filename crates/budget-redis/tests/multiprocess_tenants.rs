@@ -39,9 +39,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tower::{Layer, Service, ServiceExt};
+use tower::Layer;
 use tower_bedrock_budget::Budget;
-use tower_bedrock_budget::testing::{MockBedrock, MockRequest};
+use tower_bedrock_budget::testing::MockBedrock;
 use tower_bedrock_budget_redis::RedisStore;
 
 use common::recording::Recording;
@@ -105,26 +105,7 @@ fn tenant_child_role() {
         let now = epoch_ms();
         tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now))).await;
         let end = tokio::time::Instant::now() + RUN;
-        let mut tasks = Vec::new();
-        for c in 0..callers {
-            let mut svc = svc.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut id = (c as u64) << 32;
-                let mut failures = 0u64;
-                while tokio::time::Instant::now() < end {
-                    id += 1;
-                    let req = MockRequest::new(MODEL, id, REQUEST_TOKENS, 0);
-                    if svc.ready().await.unwrap().call(req).await.is_err() {
-                        failures += 1;
-                    }
-                }
-                failures
-            }));
-        }
-        let mut failures = 0;
-        for t in tasks {
-            failures += t.await.unwrap();
-        }
+        let failures = common::callers::run_callers(svc, callers, MODEL, REQUEST_TOKENS, end).await;
         let log = log.lock().unwrap();
         for (r, _) in log.iter() {
             println!("ADMIT {role} {} {}", r.slot, r.charge.tokens);

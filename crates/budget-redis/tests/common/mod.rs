@@ -23,5 +23,6 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
+pub mod callers;
 pub mod recording;
 pub mod server;
