@@ -112,74 +112,6 @@ request_type!(
     CountTokensInput
 );
 
-impl ModelRequest for ConverseRequest {
-    fn model_id(&self) -> &str {
-        self.input.model_id.as_deref().unwrap_or("")
-    }
-
-    fn set_model_id(&mut self, model_id: &str) {
-        self.input.model_id = Some(model_id.to_owned());
-    }
-
-    /// Messages, system prompt and tool definitions by the
-    /// [heuristic](crate::estimate); the output cap from
-    /// `inferenceConfig.maxTokens`.
-    fn token_demand(&self) -> TokenDemand {
-        let i = &self.input;
-        TokenDemand {
-            input_tokens: self.counted_input_tokens.unwrap_or_else(|| {
-                estimate::converse_tokens(
-                    i.messages.as_deref().unwrap_or_default(),
-                    i.system.as_deref().unwrap_or_default(),
-                    i.tool_config.as_ref(),
-                )
-            }),
-            max_output_tokens: max_tokens_of(i.inference_config.as_ref()),
-        }
-    }
-
-    fn set_max_output_tokens(&mut self, max_tokens: u64) {
-        set_max_tokens(&mut self.input.inference_config, max_tokens);
-    }
-
-    fn report(&self) -> Option<&CallReport> {
-        self.report.as_ref()
-    }
-}
-
-impl ModelRequest for ConverseStreamRequest {
-    fn model_id(&self) -> &str {
-        self.input.model_id.as_deref().unwrap_or("")
-    }
-
-    fn set_model_id(&mut self, model_id: &str) {
-        self.input.model_id = Some(model_id.to_owned());
-    }
-
-    /// As for [`ConverseRequest`].
-    fn token_demand(&self) -> TokenDemand {
-        let i = &self.input;
-        TokenDemand {
-            input_tokens: self.counted_input_tokens.unwrap_or_else(|| {
-                estimate::converse_tokens(
-                    i.messages.as_deref().unwrap_or_default(),
-                    i.system.as_deref().unwrap_or_default(),
-                    i.tool_config.as_ref(),
-                )
-            }),
-            max_output_tokens: max_tokens_of(i.inference_config.as_ref()),
-        }
-    }
-
-    fn set_max_output_tokens(&mut self, max_tokens: u64) {
-        set_max_tokens(&mut self.input.inference_config, max_tokens);
-    }
-
-    fn report(&self) -> Option<&CallReport> {
-        self.report.as_ref()
-    }
-}
-
 fn invoke_demand(body: Option<&Blob>, counted: Option<u64>) -> TokenDemand {
     let (input_tokens, max_output_tokens) =
         body.map_or((0, None), |b| estimate::invoke_body_demand(b.as_ref()));
@@ -197,54 +129,89 @@ fn set_invoke_max(body: &mut Option<Blob>, max: u64) {
     }
 }
 
-impl ModelRequest for InvokeModelRequest {
-    fn model_id(&self) -> &str {
-        self.input.model_id.as_deref().unwrap_or("")
-    }
+/// `ModelRequest` for a request wrapper whose `input` has a `model_id`.
+/// `converse` inputs give their demand from messages, system prompt and
+/// tool definitions by the [heuristic](crate::estimate) and their output cap
+/// from `inferenceConfig.maxTokens`; `invoke` inputs from the JSON body, by
+/// model family (see
+/// [`invoke_body_demand`](crate::estimate::invoke_body_demand)), and
+/// rewrite the body's cap (a body that is not a JSON object is left alone).
+macro_rules! model_request {
+    ($ty:ty, converse) => {
+        model_request!(
+            $ty,
+            |r| {
+                let i = &r.input;
+                TokenDemand {
+                    input_tokens: r.counted_input_tokens.unwrap_or_else(|| {
+                        estimate::converse_tokens(
+                            i.messages.as_deref().unwrap_or_default(),
+                            i.system.as_deref().unwrap_or_default(),
+                            i.tool_config.as_ref(),
+                        )
+                    }),
+                    max_output_tokens: max_tokens_of(i.inference_config.as_ref()),
+                }
+            },
+            |r, max| set_max_tokens(&mut r.input.inference_config, max)
+        );
+    };
+    ($ty:ty, invoke) => {
+        model_request!(
+            $ty,
+            |r| invoke_demand(r.input.body.as_ref(), r.counted_input_tokens),
+            |r, max| set_invoke_max(&mut r.input.body, max)
+        );
+    };
+    ($ty:ty, |$r:ident| $demand:expr, |$w:ident, $max:ident| $set_max:expr) => {
+        impl ModelRequest for $ty {
+            fn model_id(&self) -> &str {
+                self.input.model_id.as_deref().unwrap_or("")
+            }
 
-    fn set_model_id(&mut self, model_id: &str) {
-        self.input.model_id = Some(model_id.to_owned());
-    }
+            fn set_model_id(&mut self, model_id: &str) {
+                self.input.model_id = Some(model_id.to_owned());
+            }
 
-    /// From the JSON body, by model family (see
-    /// [`invoke_body_demand`](crate::estimate::invoke_body_demand)).
-    fn token_demand(&self) -> TokenDemand {
-        invoke_demand(self.input.body.as_ref(), self.counted_input_tokens)
-    }
+            fn token_demand(&self) -> TokenDemand {
+                let $r = self;
+                $demand
+            }
 
-    /// Rewrites the body's output cap (see
-    /// [`set_invoke_max_tokens`](crate::estimate::set_invoke_max_tokens));
-    /// a body that is not a JSON object is left alone.
-    fn set_max_output_tokens(&mut self, max_tokens: u64) {
-        set_invoke_max(&mut self.input.body, max_tokens);
-    }
+            fn set_max_output_tokens(&mut self, max_tokens: u64) {
+                let ($w, $max) = (self, max_tokens);
+                $set_max
+            }
 
-    fn report(&self) -> Option<&CallReport> {
-        self.report.as_ref()
-    }
+            fn report(&self) -> Option<&CallReport> {
+                self.report.as_ref()
+            }
+        }
+    };
 }
 
-impl ModelRequest for InvokeModelStreamRequest {
-    fn model_id(&self) -> &str {
-        self.input.model_id.as_deref().unwrap_or("")
-    }
+model_request!(ConverseRequest, converse);
+model_request!(ConverseStreamRequest, converse);
+model_request!(InvokeModelRequest, invoke);
+model_request!(InvokeModelStreamRequest, invoke);
 
-    fn set_model_id(&mut self, model_id: &str) {
-        self.input.model_id = Some(model_id.to_owned());
-    }
-
-    /// As for [`InvokeModelRequest`].
-    fn token_demand(&self) -> TokenDemand {
-        invoke_demand(self.input.body.as_ref(), self.counted_input_tokens)
-    }
-
-    fn set_max_output_tokens(&mut self, max_tokens: u64) {
-        set_invoke_max(&mut self.input.body, max_tokens);
-    }
-
-    fn report(&self) -> Option<&CallReport> {
-        self.report.as_ref()
-    }
+/// The CountTokens request for the token-relevant fields of a Converse or
+/// ConverseStream input (the two are distinct SDK types with the same
+/// fields).
+macro_rules! count_converse {
+    ($converse:expr) => {
+        Self::converse_parts(
+            $converse.model_id.clone(),
+            ConverseTokensRequest::builder()
+                .set_messages($converse.messages.clone())
+                .set_system($converse.system.clone())
+                .set_tool_config($converse.tool_config.clone())
+                .set_additional_model_request_fields(
+                    $converse.additional_model_request_fields.clone(),
+                )
+                .build(),
+        )
+    };
 }
 
 impl CountTokensRequest {
@@ -256,33 +223,13 @@ impl CountTokensRequest {
     /// Fails only if the SDK's input builder does (it has no required
     /// fields today).
     pub fn for_converse(converse: &ConverseInput) -> Result<Self, BuildError> {
-        Self::converse_parts(
-            converse.model_id.clone(),
-            ConverseTokensRequest::builder()
-                .set_messages(converse.messages.clone())
-                .set_system(converse.system.clone())
-                .set_tool_config(converse.tool_config.clone())
-                .set_additional_model_request_fields(
-                    converse.additional_model_request_fields.clone(),
-                )
-                .build(),
-        )
+        count_converse!(converse)
     }
 
     /// A CountTokens call for what a ConverseStream call would send (fails
     /// like [`for_converse`](Self::for_converse)).
     pub fn for_converse_stream(converse: &ConverseStreamInput) -> Result<Self, BuildError> {
-        Self::converse_parts(
-            converse.model_id.clone(),
-            ConverseTokensRequest::builder()
-                .set_messages(converse.messages.clone())
-                .set_system(converse.system.clone())
-                .set_tool_config(converse.tool_config.clone())
-                .set_additional_model_request_fields(
-                    converse.additional_model_request_fields.clone(),
-                )
-                .build(),
-        )
+        count_converse!(converse)
     }
 
     fn converse_parts(

@@ -117,6 +117,45 @@ macro_rules! always_ready {
     };
 }
 
+/// Every field of a Converse or ConverseStream input (distinct SDK types
+/// with the same fields) into the operation's fluent builder.
+macro_rules! converse_fields {
+    ($builder:expr, $i:ident) => {
+        $builder
+            .set_model_id($i.model_id)
+            .set_messages($i.messages)
+            .set_system($i.system)
+            .set_inference_config($i.inference_config)
+            .set_tool_config($i.tool_config)
+            .set_guardrail_config($i.guardrail_config)
+            .set_additional_model_request_fields($i.additional_model_request_fields)
+            .set_prompt_variables($i.prompt_variables)
+            .set_additional_model_response_field_paths($i.additional_model_response_field_paths)
+            .set_request_metadata($i.request_metadata)
+            .set_performance_config($i.performance_config)
+            .set_service_tier($i.service_tier)
+            .set_output_config($i.output_config)
+    };
+}
+
+/// Every field of an InvokeModel or InvokeModelWithResponseStream input
+/// into the operation's fluent builder.
+macro_rules! invoke_fields {
+    ($builder:expr, $i:ident) => {
+        $builder
+            .set_body($i.body)
+            .set_content_type($i.content_type)
+            .set_accept($i.accept)
+            .set_model_id($i.model_id)
+            .set_trace($i.trace)
+            .set_guardrail_identifier($i.guardrail_identifier)
+            .set_guardrail_version($i.guardrail_version)
+            .set_performance_config_latency($i.performance_config_latency)
+            .set_service_tier($i.service_tier)
+            .set_request_metadata($i.request_metadata)
+    };
+}
+
 impl Service<ConverseRequest> for BedrockService {
     type Response = ConverseResponse;
     type Error = SdkError<ConverseError, HttpResponse>;
@@ -128,21 +167,7 @@ impl Service<ConverseRequest> for BedrockService {
         let client = self.client.clone();
         let i = req.input;
         ResponseFuture::new(async move {
-            client
-                .converse()
-                .set_model_id(i.model_id)
-                .set_messages(i.messages)
-                .set_system(i.system)
-                .set_inference_config(i.inference_config)
-                .set_tool_config(i.tool_config)
-                .set_guardrail_config(i.guardrail_config)
-                .set_additional_model_request_fields(i.additional_model_request_fields)
-                .set_prompt_variables(i.prompt_variables)
-                .set_additional_model_response_field_paths(i.additional_model_response_field_paths)
-                .set_request_metadata(i.request_metadata)
-                .set_performance_config(i.performance_config)
-                .set_service_tier(i.service_tier)
-                .set_output_config(i.output_config)
+            converse_fields!(client.converse(), i)
                 .send()
                 .await
                 .map(|output| ConverseResponse { output })
@@ -163,21 +188,7 @@ impl Service<ConverseStreamRequest> for BedrockService {
         let i = req.input;
         ResponseFuture::new(async move {
             let model = i.model_id.clone().unwrap_or_default();
-            client
-                .converse_stream()
-                .set_model_id(i.model_id)
-                .set_messages(i.messages)
-                .set_system(i.system)
-                .set_inference_config(i.inference_config)
-                .set_tool_config(i.tool_config)
-                .set_guardrail_config(i.guardrail_config)
-                .set_additional_model_request_fields(i.additional_model_request_fields)
-                .set_prompt_variables(i.prompt_variables)
-                .set_additional_model_response_field_paths(i.additional_model_response_field_paths)
-                .set_request_metadata(i.request_metadata)
-                .set_performance_config(i.performance_config)
-                .set_service_tier(i.service_tier)
-                .set_output_config(i.output_config)
+            converse_fields!(client.converse_stream(), i)
                 .send()
                 .await
                 .map(|output| ConverseStreamResponse {
@@ -199,18 +210,7 @@ impl Service<InvokeModelRequest> for BedrockService {
         let i = req.input;
         ResponseFuture::new(async move {
             let headers = TokenCountInterceptor::new();
-            let output = client
-                .invoke_model()
-                .set_body(i.body)
-                .set_content_type(i.content_type)
-                .set_accept(i.accept)
-                .set_model_id(i.model_id)
-                .set_trace(i.trace)
-                .set_guardrail_identifier(i.guardrail_identifier)
-                .set_guardrail_version(i.guardrail_version)
-                .set_performance_config_latency(i.performance_config_latency)
-                .set_service_tier(i.service_tier)
-                .set_request_metadata(i.request_metadata)
+            let output = invoke_fields!(client.invoke_model(), i)
                 .customize()
                 .interceptor(headers.clone())
                 .send()
@@ -238,18 +238,7 @@ impl Service<InvokeModelStreamRequest> for BedrockService {
         let i = req.input;
         ResponseFuture::new(async move {
             let model = i.model_id.clone().unwrap_or_default();
-            client
-                .invoke_model_with_response_stream()
-                .set_body(i.body)
-                .set_content_type(i.content_type)
-                .set_accept(i.accept)
-                .set_model_id(i.model_id)
-                .set_trace(i.trace)
-                .set_guardrail_identifier(i.guardrail_identifier)
-                .set_guardrail_version(i.guardrail_version)
-                .set_performance_config_latency(i.performance_config_latency)
-                .set_service_tier(i.service_tier)
-                .set_request_metadata(i.request_metadata)
+            invoke_fields!(client.invoke_model_with_response_stream(), i)
                 .send()
                 .await
                 .map(|output| InvokeModelStreamResponse {
