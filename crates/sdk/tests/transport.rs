@@ -87,9 +87,14 @@ async fn without_a_cap_bedrock_answers_too_many_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_keeps_requests_in_flight_under_bedrocks_limit() {
+    // The server releases a connection's slot only after it notices the
+    // request ended, a moment after the client freed its own slot. So a
+    // client capped at N can briefly have N requests in flight plus N the
+    // server still counts: the server's limit is 2N here, which no lag can
+    // cross, while 8 uncapped requests would.
     let emu = emulator(
         EmulatorConfig::builder()
-            .max_connections(2)
+            .max_connections(4)
             .build()
             .unwrap(),
     )
