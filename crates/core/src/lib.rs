@@ -19,7 +19,9 @@
 //!   (attempts, the target that served it);
 //! - [`Clock`]: wall-time alignment that follows tokio's paused time in tests;
 //! - [`model`]: model id helpers (inference profile prefixes, burndown rates);
-//! - [`names`]: the metric names every crate emits.
+//! - [`names`]: the metric names every crate emits;
+//! - [`deadline`]: the deadline of the call in progress, for the layers below
+//!   the one that set it.
 //!
 //! # Example
 //!
@@ -43,6 +45,7 @@
 mod class;
 mod classification;
 mod clock;
+pub mod deadline;
 mod error;
 mod report;
 mod request;
