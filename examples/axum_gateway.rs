@@ -179,10 +179,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A Prometheus recorder whose series all carry `region`.
+/// Bucket bounds (seconds) of the stack's histograms: attempt latency,
+/// retry waits and budget waits, from a fast refusal to a long stream.
+pub const SECONDS_BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+/// A Prometheus recorder whose series all carry `region`. Histograms
+/// (`*_seconds`) are exported with buckets (`_bucket`, what the Grafana
+/// dashboard's `histogram_quantile` panels read), not as summaries.
 pub fn prometheus(region: &str) -> metrics_exporter_prometheus::PrometheusRecorder {
     PrometheusBuilder::new()
         .add_global_label("region", region)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &SECONDS_BUCKETS,
+        )
+        .expect("bucket bounds are non-empty")
         .build_recorder()
 }
 
