@@ -13,8 +13,8 @@ use axum::extract::{Json, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use http::StatusCode;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -516,7 +516,11 @@ async fn accept_loop(
                 let mut stop = shutdown.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(router.clone(), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when the
+                    // client opens with the HTTP/2 preface, as the AWS SDK for
+                    // JavaScript v3 does against an http:// endpoint.
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     let mut conn = std::pin::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
