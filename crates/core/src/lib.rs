@@ -21,7 +21,9 @@
 //! - [`model`]: model id helpers (inference profile prefixes, burndown rates);
 //! - [`names`]: the metric names every crate emits;
 //! - [`deadline`]: the deadline of the call in progress, for the layers below
-//!   the one that set it.
+//!   the one that set it;
+//! - [`stream_end`]: how a streamed response ended, for the layers above the
+//!   service that opened it (a breaker counts a stream failing half-way).
 //!
 //! # Example
 //!
@@ -53,6 +55,7 @@ mod usage;
 
 pub mod model;
 pub mod names;
+pub mod stream_end;
 
 pub use class::{ClientKind, ErrorClass, LocalRejection, ThrottleKind, UnavailableKind};
 pub use classification::Classification;
@@ -60,7 +63,7 @@ pub use clock::Clock;
 pub use error::{Classified, ClassifiedError, ErrorContext, Rejection, RetryStop, Tried};
 pub use report::{CallReport, CallSummary};
 pub use request::{ModelRequest, TokenDemand};
-pub use usage::{ReportsUsage, Usage, UsageCallback};
+pub use usage::{ReportsUsage, Usage, UsageCallback, UsageObservers};
 
 /// A type-erased error, as tower uses it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
