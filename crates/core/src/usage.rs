@@ -210,7 +210,8 @@ mod tests {
     #[test]
     fn every_observer_gets_the_usage_exactly_once() {
         use std::sync::{Arc, Mutex};
-        let calls: Arc<Mutex<Vec<(u32, Option<Usage>)>>> = Arc::default();
+        type Log = Arc<Mutex<Vec<(u32, Option<Usage>)>>>;
+        let calls: Log = Arc::default();
         let observe = |id: u32| -> UsageCallback {
             let calls = calls.clone();
             Box::new(move |u| calls.lock().unwrap().push((id, u)))
