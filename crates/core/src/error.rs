@@ -80,6 +80,10 @@ pub struct ErrorContext {
     pub attempts: u32,
     /// Why the retry layer stopped, when one saw the error.
     pub retry_stop: Option<RetryStop>,
+    /// Of the `attempts`, how many were refused by an open circuit breaker
+    /// below the retry layer and waited out (nothing reached Bedrock;
+    /// these cost no retry budget).
+    pub circuit_waits: u32,
     /// Fallback targets tried before this error was returned, in order.
     pub tried: Vec<Tried>,
 }

@@ -30,6 +30,10 @@ pub const RETRIES: &str = "bedrock_retries_total";
 pub const RETRY_BUDGET_EXHAUSTED: &str = "bedrock_retry_budget_exhausted_total";
 /// Histogram (seconds): waits chosen before a retry. Labels: `class`.
 pub const RETRY_WAIT_SECONDS: &str = "bedrock_retry_wait_seconds";
+/// Counter: calls refused by an open circuit breaker that the retry layer
+/// waited out before trying again (nothing reached Bedrock; no retry budget
+/// is charged). No labels.
+pub const RETRY_CIRCUIT_WAITS: &str = "bedrock_retry_circuit_waits_total";
 
 /// Gauge: budget utilisation (used + reserved over limit).
 /// Labels: `model` (the budget key), `window` (`tokens`, `requests`, `day`).
@@ -66,6 +70,12 @@ pub const CIRCUIT_STATE: &str = "bedrock_circuit_state";
 pub const CIRCUIT_TRANSITIONS: &str = "bedrock_circuit_transitions_total";
 /// Counter: calls rejected by an open breaker. Labels: `model`.
 pub const CIRCUIT_REJECTED: &str = "bedrock_circuit_rejected_total";
+/// Counter: calls that failed with `Unavailable(ConnectionPool)` (the
+/// client's or the server's connection limit), seen by the breaker and
+/// *not* counted as failures of the model. Alert on its rate: the fix is a
+/// shared client with a connection cap below Bedrock's limit. Labels:
+/// `model`.
+pub const CONNECTION_POOL_EXHAUSTED: &str = "bedrock_connection_pool_exhausted_total";
 
 /// Counter: fallbacks from one target to the next. Labels: `from`, `to`,
 /// `class`, `kind`.

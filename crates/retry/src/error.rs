@@ -35,6 +35,15 @@ pub enum BuildError {
     ZeroDeadline,
     /// The retry budget settings are invalid.
     InvalidBudget(&'static str),
+    /// A duration setting is longer than [`MAX_WAIT`](crate::MAX_WAIT)
+    /// (a day): waits that long are configuration mistakes, and would
+    /// overflow the timer.
+    TooLong {
+        /// The setting refused.
+        setting: &'static str,
+    },
+    /// The [`CircuitWait`](crate::CircuitWait) settings are invalid.
+    InvalidCircuitWait(&'static str),
 }
 
 impl fmt::Display for BuildError {
@@ -53,6 +62,12 @@ impl fmt::Display for BuildError {
             BuildError::ZeroMaxAttempts => f.write_str("max_attempts must be at least 1"),
             BuildError::ZeroDeadline => f.write_str("the layer-wide deadline must be positive"),
             BuildError::InvalidBudget(reason) => write!(f, "invalid retry budget: {reason}"),
+            BuildError::TooLong { setting } => {
+                write!(f, "{setting} must not exceed a day")
+            }
+            BuildError::InvalidCircuitWait(reason) => {
+                write!(f, "invalid circuit wait: {reason}")
+            }
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use fastrand::Rng;
 use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Sleep};
+use tower_bedrock_core::deadline::{call_deadline, call_with_deadline};
 use tower_bedrock_core::{
     CallReport, Classified, ErrorClass, LocalRejection, Rejection, RetryStop, UnavailableKind,
     names,
@@ -43,8 +45,9 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        // An attempt is in flight.
-        Calling { #[pin] future: F },
+        // An attempt is in flight, polled with the call's deadline in scope
+        // (see `tower_bedrock_core::deadline`).
+        Calling { #[pin] future: TaskLocalFuture<Option<Instant>, F> },
         // Sleeping before a retry (the timer is in `Retrying`).
         Waiting,
         // Waiting for the inner service to be ready for a retry, bounded by
@@ -83,7 +86,7 @@ where
 {
     pub(crate) fn first_attempt(mut service: S, request: Req, mut retry: Retrying) -> Self {
         retry.record_attempt();
-        let future = service.call(request.clone());
+        let future = retry.call(&mut service, request.clone());
         ResponseFuture {
             state: State::Calling { future },
             service,
@@ -123,9 +126,9 @@ where
                         return Poll::Ready(Ok(response));
                     }
                     Err(mut error) => match this.retry.decide(&error) {
-                        Decision::Retry(wait) => {
+                        Decision::Retry(at) => {
                             *this.last_error = Some(error);
-                            this.retry.arm(Instant::now() + wait);
+                            this.retry.arm(at);
                             this.state.set(State::Waiting);
                         }
                         Decision::Stop(stop) => {
@@ -150,12 +153,15 @@ where
                     Poll::Ready(Ok(())) => {
                         this.retry.record_attempt();
                         *this.last_error = None;
-                        let future = this.service.call(this.request.clone());
+                        let future = this.retry.call(this.service, this.request.clone());
                         this.state.set(State::Calling { future });
                     }
                     Poll::Ready(Err(mut error)) => {
+                        // Marked, so that a retry layer above returns it as
+                        // is instead of starting a retry cycle of its own
+                        // (which would multiply the attempts).
                         this.retry.release();
-                        this.retry.mark(&mut error, None);
+                        this.retry.mark(&mut error, Some(RetryStop::NotRetryable));
                         this.state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
@@ -189,8 +195,9 @@ where
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Retry after this wait (budget already withdrawn).
-    Retry(Duration),
+    /// Retry at this instant (budget already withdrawn, when the retry
+    /// costs any).
+    Retry(Instant),
     /// Return the error, marked with why.
     Stop(RetryStop),
     /// Another retry layer below already decided: return the error as is.
@@ -222,6 +229,10 @@ struct Scratch {
     rng: Rng,
     /// The previous exponential wait, for decorrelated jitter.
     previous: Option<Duration>,
+    /// Refusals by an open breaker waited out so far.
+    circuit_waits: u32,
+    /// Their total wait.
+    circuit_waited: Duration,
 }
 
 impl Retrying {
@@ -231,7 +242,13 @@ impl Retrying {
         report: Option<CallReport>,
         deadline: Option<Duration>,
     ) -> Self {
-        let deadline = deadline.and_then(|d| Instant::now().checked_add(d));
+        // A deadline that cannot be represented is no deadline; one set by
+        // a layer above (another retry layer) is kept when it is earlier.
+        let own = deadline.and_then(|d| Instant::now().checked_add(d));
+        let deadline = match (own, call_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Retrying {
             shared,
             report,
@@ -257,6 +274,20 @@ impl Retrying {
             Some(timer) => timer.as_mut().poll(cx),
             None => Poll::Ready(()),
         }
+    }
+
+    /// Calls the inner service with the call's deadline in scope, for the
+    /// call and for its future.
+    #[inline]
+    fn call<S, Req>(
+        &self,
+        service: &mut S,
+        request: Req,
+    ) -> TaskLocalFuture<Option<Instant>, S::Future>
+    where
+        S: Service<Req>,
+    {
+        call_with_deadline(self.deadline, || service.call(request))
     }
 
     /// Counts an attempt about to be sent; a held retry token becomes spent.
@@ -292,23 +323,94 @@ impl Retrying {
     fn mark<E: Classified>(&self, error: &mut E, stop: Option<RetryStop>) {
         if let Some(ctx) = error.context_mut() {
             ctx.attempts = self.attempts;
+            ctx.circuit_waits = self.circuit_waits();
             if stop.is_some() {
                 ctx.retry_stop = stop;
             }
         }
     }
 
+    fn circuit_waits(&self) -> u32 {
+        self.scratch.as_ref().map_or(0, |s| s.circuit_waits)
+    }
+
+    fn scratch(&mut self) -> &mut Scratch {
+        Self::scratch_of(&mut self.scratch, &self.shared)
+    }
+
+    /// The retry-only state, created at the first retry decision (split
+    /// from `scratch` so that `shared` can be borrowed alongside).
+    fn scratch_of<'a>(scratch: &'a mut Option<Box<Scratch>>, shared: &Shared) -> &'a mut Scratch {
+        scratch.get_or_insert_with(|| {
+            Box::new(Scratch {
+                per_class: [0; SLOTS],
+                rng: Rng::with_seed(shared.next_seed()),
+                previous: None,
+                circuit_waits: 0,
+                circuit_waited: Duration::ZERO,
+            })
+        })
+    }
+
+    /// `now + wait`, unless that crosses the deadline (or cannot be
+    /// represented).
+    fn fits(&self, wait: Duration) -> Option<Instant> {
+        let at = Instant::now().checked_add(wait)?;
+        match self.deadline {
+            Some(deadline) if at > deadline => None,
+            _ => Some(at),
+        }
+    }
+
+    /// A refusal by an open breaker below: wait it out when the layer is
+    /// configured to (see [`CircuitWait`](crate::CircuitWait)).
+    fn decide_circuit(&mut self, retry_after: Option<Duration>) -> Decision {
+        let Some(policy) = self.shared.circuit_wait else {
+            return Decision::Stop(RetryStop::NotRetryable);
+        };
+        let Some(hint) = retry_after.filter(|h| *h <= policy.longest_wait()) else {
+            return Decision::Stop(RetryStop::NotRetryable);
+        };
+        let scratch = self.scratch();
+        let jitter = random_between(&mut scratch.rng, Duration::ZERO, hint / 4);
+        let wait = hint.saturating_add(jitter).min(policy.longest_wait());
+        let total = scratch.circuit_waited.saturating_add(wait);
+        if total > policy.longest_total() {
+            return Decision::Stop(RetryStop::MaxAttempts);
+        }
+        let Some(at) = self.fits(wait) else {
+            tracing::debug!(
+                attempt = self.attempts,
+                wait_ms = millis(wait),
+                "not waiting out the open circuit breaker: the wait would cross the deadline"
+            );
+            return Decision::Stop(RetryStop::Deadline);
+        };
+        let scratch = self.scratch();
+        scratch.circuit_waits += 1;
+        scratch.circuit_waited = total;
+        metrics::counter!(names::RETRY_CIRCUIT_WAITS).increment(1);
+        tracing::debug!(
+            attempt = self.attempts,
+            wait_ms = millis(wait),
+            "circuit breaker open: waiting for it to let calls through"
+        );
+        Decision::Retry(at)
+    }
+
     fn decide<E: Classified>(&mut self, error: &E) -> Decision {
         if error.context().is_some_and(|c| c.retry_stop.is_some()) {
             return Decision::PassThrough;
         }
-        let shared = &*self.shared;
         let classification = error.classification();
         let class = classification.class;
+        if class == ErrorClass::Local(LocalRejection::CircuitOpen) {
+            return self.decide_circuit(classification.retry_after);
+        }
         let Some(slot) = Slot::of(class) else {
             return Decision::Stop(RetryStop::NotRetryable);
         };
-        let policy = shared.policies.slot(slot);
+        let policy = *self.shared.policies.slot(slot);
         if !policy.retries() {
             return Decision::Stop(RetryStop::NotRetryable);
         }
@@ -316,24 +418,24 @@ impl Retrying {
             .scratch
             .as_ref()
             .map_or(0, |s| s.per_class[slot as usize]);
-        if n >= policy.max_retries() || self.attempts >= shared.max_attempts {
+        // Refusals by an open breaker that were waited out reached nothing:
+        // they do not count towards the limit.
+        let sent = self.attempts.saturating_sub(self.circuit_waits());
+        if n >= policy.max_retries() || sent >= self.shared.max_attempts {
             return Decision::Stop(RetryStop::MaxAttempts);
         }
-        let scratch = self.scratch.get_or_insert_with(|| {
-            Box::new(Scratch {
-                per_class: [0; SLOTS],
-                rng: Rng::with_seed(shared.next_seed()),
-                previous: None,
-            })
-        });
+        let shared = &*self.shared;
+        let scratch = Self::scratch_of(&mut self.scratch, shared);
+        // Saturating: the builder bounds every part by `MAX_WAIT`, but a
+        // wait must never panic.
         let wait = match (policy.honors_hint(), classification.retry_after) {
             (true, Some(hint)) => hint.clamp(shared.hint_min, shared.hint_max),
             _ => match policy.backoff() {
-                Backoff::QuotaWindow { offset, spread } => {
-                    shared.clock.until_next_window(shared.window)
-                        + offset
-                        + random_between(&mut scratch.rng, Duration::ZERO, spread)
-                }
+                Backoff::QuotaWindow { offset, spread } => shared
+                    .clock
+                    .until_next_window(shared.window)
+                    .saturating_add(offset)
+                    .saturating_add(random_between(&mut scratch.rng, Duration::ZERO, spread)),
                 Backoff::Exponential { base, cap, jitter } => {
                     let previous = scratch.previous.unwrap_or(base);
                     let wait = exponential_wait(base, cap, jitter, n, previous, &mut scratch.rng);
@@ -342,11 +444,7 @@ impl Retrying {
                 }
             },
         };
-        if let Some(deadline) = self.deadline
-            && Instant::now()
-                .checked_add(wait)
-                .is_none_or(|at| at > deadline)
-        {
+        let Some(at) = self.fits(wait) else {
             tracing::debug!(
                 class = class.label(),
                 kind = class.kind_label(),
@@ -355,8 +453,8 @@ impl Retrying {
                 "not retrying Bedrock call: the wait would cross the deadline"
             );
             return Decision::Stop(RetryStop::Deadline);
-        }
-        let budget = &shared.budget;
+        };
+        let budget = &self.shared.budget;
         let cost = match class {
             ErrorClass::Unavailable(UnavailableKind::Network) | ErrorClass::ModelTimeout => {
                 budget.config().timeout_retry_cost
@@ -374,7 +472,7 @@ impl Retrying {
             return Decision::Stop(RetryStop::BudgetExhausted);
         }
         self.held = cost;
-        scratch.per_class[slot as usize] = n + 1;
+        self.scratch().per_class[slot as usize] = n + 1;
         metrics::counter!(names::RETRIES, "class" => class.label(), "kind" => class.kind_label())
             .increment(1);
         metrics::histogram!(names::RETRY_WAIT_SECONDS, "class" => class.label())
@@ -388,7 +486,7 @@ impl Retrying {
             wait_ms = millis(wait),
             "retrying Bedrock call"
         );
-        Decision::Retry(wait)
+        Decision::Retry(at)
     }
 }
 

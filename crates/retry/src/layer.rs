@@ -7,9 +7,10 @@ use tower_bedrock_core::{Clock, ErrorClass, ThrottleKind};
 use tower_layer::Layer;
 
 use crate::budget::{RetryBudget, RetryBudgetConfig};
+use crate::circuit::CircuitWait;
 use crate::error::BuildError;
 use crate::options::NoCallOptions;
-use crate::policy::{ClassPolicy, Policies};
+use crate::policy::{ClassPolicy, MAX_WAIT, Policies};
 use crate::service::QuotaAlignedRetry;
 
 /// Default quota window length.
@@ -20,8 +21,17 @@ pub const DEFAULT_HINT_MIN: Duration = Duration::from_millis(50);
 pub const DEFAULT_HINT_MAX: Duration = Duration::from_secs(60);
 /// Default maximum number of attempts of one call, all classes together.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// Default maximum total time of one call.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(180);
+/// Default maximum total time of one call: 210 s, so that the default
+/// rate-throttle policy can always make its three retries.
+///
+/// The arithmetic: a throttle retry waits for the next quota window, then
+/// 1 s plus up to 4 s. The worst case is a throttle answered just after a
+/// window opened: each of the three retries then goes out a whole window
+/// later, the third one at most `3 x 60 s + 1 s + 4 s = 185 s` after the
+/// first throttle. The 25 s left cover the first attempt itself (a
+/// throttle is answered at once, but the call may first queue for budget).
+/// With 180 s, the third retry of such a call was always refused.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(210);
 
 /// State shared by a layer, every service it makes, and their clones.
 pub(crate) struct Shared {
@@ -33,6 +43,7 @@ pub(crate) struct Shared {
     pub(crate) deadline: Option<Duration>,
     pub(crate) clock: Clock,
     pub(crate) budget: RetryBudget,
+    pub(crate) circuit_wait: Option<CircuitWait>,
     seed: u64,
     draws: AtomicU64,
 }
@@ -59,6 +70,7 @@ impl fmt::Debug for Shared {
             .field("max_attempts", &self.max_attempts)
             .field("deadline", &self.deadline)
             .field("budget", &self.budget)
+            .field("circuit_wait", &self.circuit_wait)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +151,7 @@ pub struct QuotaAlignedRetryLayerBuilder<O> {
     deadline: Option<Duration>,
     clock: Option<Clock>,
     budget: RetryBudgetConfig,
+    circuit_wait: Option<CircuitWait>,
     seed: Option<u64>,
     options: O,
     error: Option<BuildError>,
@@ -168,6 +181,7 @@ impl QuotaAlignedRetryLayerBuilder<NoCallOptions> {
             deadline: Some(DEFAULT_DEADLINE),
             clock: None,
             budget: RetryBudgetConfig::default(),
+            circuit_wait: None,
             seed: None,
             options: NoCallOptions,
             error: None,
@@ -229,7 +243,7 @@ impl<O> QuotaAlignedRetryLayerBuilder<O> {
         self
     }
 
-    /// The maximum total time of one call (180 s by default), measured from
+    /// The maximum total time of one call (210 s by default), measured from
     /// `call`. The layer never sleeps past it: when the next wait would
     /// cross it, the last error is returned. Requests may override it
     /// through [`CallOptions`](crate::CallOptions).
@@ -251,6 +265,23 @@ impl<O> QuotaAlignedRetryLayerBuilder<O> {
     #[must_use]
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Waits out refusals by an open circuit breaker below
+    /// (`Local(CircuitOpen)`) instead of returning them, as `policy` says.
+    /// Off by default; turn it on when nothing above can use the refusal
+    /// (no fallback chain). See [`CircuitWait`].
+    #[must_use]
+    pub fn wait_out_open_circuits(mut self, policy: CircuitWait) -> Self {
+        self.circuit_wait = Some(policy);
+        self
+    }
+
+    /// Returns refusals by an open circuit breaker at once (the default).
+    #[must_use]
+    pub fn no_circuit_wait(mut self) -> Self {
+        self.circuit_wait = None;
         self
     }
 
@@ -285,6 +316,7 @@ impl<O> QuotaAlignedRetryLayerBuilder<O> {
             deadline: self.deadline,
             clock: self.clock,
             budget: self.budget,
+            circuit_wait: self.circuit_wait,
             seed: self.seed,
             options,
             error: self.error,
@@ -299,8 +331,19 @@ impl<O> QuotaAlignedRetryLayerBuilder<O> {
         if self.window.is_zero() {
             return Err(BuildError::ZeroWindow);
         }
+        if self.window > MAX_WAIT {
+            return Err(BuildError::TooLong { setting: "window" });
+        }
         if self.hint_min > self.hint_max {
             return Err(BuildError::InvalidHintRange);
+        }
+        if self.hint_max > MAX_WAIT {
+            return Err(BuildError::TooLong {
+                setting: "hint_range",
+            });
+        }
+        if let Some(Err(reason)) = self.circuit_wait.map(|c| c.check()) {
+            return Err(BuildError::InvalidCircuitWait(reason));
         }
         if self.max_attempts == 0 {
             return Err(BuildError::ZeroMaxAttempts);
@@ -319,6 +362,7 @@ impl<O> QuotaAlignedRetryLayerBuilder<O> {
             deadline: self.deadline,
             clock: self.clock.unwrap_or_else(Clock::system),
             budget: RetryBudget::new(self.budget),
+            circuit_wait: self.circuit_wait,
             seed: self.seed.unwrap_or_else(|| fastrand::u64(..)),
             draws: AtomicU64::new(0),
         };

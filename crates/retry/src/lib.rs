@@ -16,7 +16,8 @@
 //! | `Unavailable(Service \| Network)` | 3 | full jitter, base 1 s, cap 20 s |
 //! | `ModelTimeout` | 1 | full jitter, base 1 s, cap 5 s |
 //! | `QuotaExceeded` (daily), `Unknown` | 0 | configurable |
-//! | `Client(_)`, `Local(_)` | never (not configurable) | |
+//! | `Local(CircuitOpen)` | off by default; waited out when [`CircuitWait`] is on | the breaker's `retry_after` + U\[0, 25 %\], at most 30 s |
+//! | `Client(_)`, other `Local(_)` | never (not configurable) | |
 //!
 //! Quota windows are 60 s long by default and aligned on the UNIX epoch;
 //! their phase comes from the layer's [`Clock`](tower_bedrock_core::Clock)
@@ -36,19 +37,33 @@
 //!   refilled by successes only). When it is empty the error comes back
 //!   with `ErrorContext::retry_stop == Some(RetryStop::BudgetExhausted)`.
 //!   Why a bucket rather than a percentage: see [`RetryBudget`].
-//! - **Deadline**: 180 s per call by default, overridable per request
-//!   ([`CallOptions`]). The layer never sleeps past it: when the next wait
-//!   would cross it the last error comes back, marked
-//!   `RetryStop::Deadline`, and waiting for the inner service's readiness
-//!   before a retry is bounded by it too; a zero per-request deadline
-//!   refuses the call with `Local(DeadlineExceeded)`. An attempt in flight
-//!   is never cut short (an admitted Bedrock call has already reserved
-//!   quota): bound attempts with a timeout below this layer.
+//! - **Deadline**: 210 s per call by default (room for the three
+//!   window-aligned throttle retries: see [`DEFAULT_DEADLINE`] for the
+//!   arithmetic), overridable per request ([`CallOptions`]). The layer
+//!   never sleeps past it: when the next wait would cross it the last
+//!   error comes back, marked `RetryStop::Deadline`, and waiting for the
+//!   inner service's readiness before a retry is bounded by it too; a zero
+//!   per-request deadline refuses the call with `Local(DeadlineExceeded)`.
+//!   Every attempt runs with the deadline in scope
+//!   ([`tower_bedrock_core::deadline`]): layers below read it with
+//!   `call_deadline()` and do not wait past it (the token budget sheds a
+//!   wait that would cross it). A deadline already in scope (a retry layer
+//!   above) is kept when earlier. An attempt in flight is never cut short
+//!   by this layer (an admitted Bedrock call has already reserved quota):
+//!   bound attempts with a timeout below this layer.
+//! - **Open breakers** ([`CircuitWait`], off by default): with no fallback
+//!   above, a call refused by the breaker below (`Local(CircuitOpen)`)
+//!   waits until the breaker lets calls through again instead of failing,
+//!   within the deadline, without charging the retry budget. The preset
+//!   stack of the `tower-bedrock` crate turns it on when it has no
+//!   fallback chain.
 //! - **No multiplication**: an error that another retry layer below already
-//!   marked with a `RetryStop` is returned as is, not retried again.
+//!   marked with a `RetryStop` is returned as is, not retried again; every
+//!   error this layer returns carries one (a readiness error too).
 //! - **Observability**: a `tracing` debug event per retry (class, kind,
 //!   attempt, wait), the counters `bedrock_retries_total{class,kind}` and
-//!   `bedrock_retry_budget_exhausted_total`, the histogram
+//!   `bedrock_retry_budget_exhausted_total`, `bedrock_retry_circuit_waits_total`,
+//!   the histogram
 //!   `bedrock_retry_wait_seconds{class}`; on errors that keep an
 //!   [`ErrorContext`](tower_bedrock_core::ErrorContext) the attempts made
 //!   and the reason retrying stopped; after any call, success included, the
@@ -58,7 +73,9 @@
 //!
 //! `poll_ready` of the inner service is called before every attempt,
 //! retries included (a `poll_ready` error during a retry is returned with
-//! the attempts noted and no `RetryStop`). Dropping the response future
+//! the attempts noted and `RetryStop::NotRetryable`, so that a retry layer
+//! above does not start a cycle of its own). Every wait is bounded by
+//! [`MAX_WAIT`] at build time, so no wait overflows at run time. Dropping the response future
 //! stops everything and gives back retry budget held for a retry not yet
 //! sent. Waits use `tokio::time`, so retries need a tokio runtime with time
 //! enabled; the happy path touches no timer.
@@ -125,6 +142,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+mod circuit;
 pub mod error;
 pub mod future;
 mod layer;
@@ -133,6 +151,7 @@ mod policy;
 mod service;
 
 pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use circuit::{CircuitWait, DEFAULT_CIRCUIT_MAX_TOTAL, DEFAULT_CIRCUIT_MAX_WAIT};
 pub use error::BuildError;
 pub use layer::{
     DEFAULT_DEADLINE, DEFAULT_HINT_MAX, DEFAULT_HINT_MIN, DEFAULT_MAX_ATTEMPTS, DEFAULT_WINDOW,
@@ -141,6 +160,6 @@ pub use layer::{
 pub use options::{CallOptions, ModelRequestReport, NoCallOptions, PerCall};
 pub use policy::{
     Backoff, ClassPolicy, DEFAULT_POOL_BACKOFF, DEFAULT_THROTTLE_BACKOFF, DEFAULT_TIMEOUT_BACKOFF,
-    DEFAULT_UNAVAILABLE_BACKOFF, Jitter, Policies,
+    DEFAULT_UNAVAILABLE_BACKOFF, Jitter, MAX_WAIT, Policies,
 };
 pub use service::QuotaAlignedRetry;

@@ -38,6 +38,12 @@ pub enum Jitter {
     Decorrelated,
 }
 
+/// The longest single wait the layer accepts in its configuration (a
+/// day): backoffs, the window length, the retry-hint range and circuit
+/// waits beyond it are refused when the layer is built, so that no wait
+/// computed at run time can overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
 /// How long to wait before a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -75,14 +81,25 @@ impl Backoff {
         Backoff::Exponential { base, cap, jitter }
     }
 
+    /// Refuses backoffs that cannot work: a zero exponential base, a cap
+    /// below the base, or any wait that could exceed [`MAX_WAIT`] (an
+    /// offset plus spread, or a cap, of more than a day).
     fn check(&self) -> Result<(), &'static str> {
         match *self {
-            Backoff::QuotaWindow { .. } => Ok(()),
+            Backoff::QuotaWindow { offset, spread } => {
+                if offset.checked_add(spread).is_none_or(|w| w > MAX_WAIT) {
+                    Err("quota-window offset plus spread must not exceed a day")
+                } else {
+                    Ok(())
+                }
+            }
             Backoff::Exponential { base, cap, .. } => {
                 if base.is_zero() {
                     Err("exponential backoff base must be positive")
                 } else if cap < base {
                     Err("exponential backoff cap must not be below its base")
+                } else if cap > MAX_WAIT {
+                    Err("exponential backoff cap must not exceed a day")
                 } else {
                     Ok(())
                 }

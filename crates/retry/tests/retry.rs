@@ -881,3 +881,184 @@ async fn each_call_draws_from_its_own_documented_seed() {
         .collect();
     assert_eq!(gaps, expected);
 }
+
+// ------------------------------------------------------------- regressions
+
+#[tokio::test(start_paused = true)]
+async fn a_readiness_error_under_stacked_retry_layers_is_not_retried_again() {
+    // The inner layer's retry finds its service failing `poll_ready` once.
+    // Before, the error came back without a `RetryStop`, the outer layer
+    // retried it and the inner one started a fresh cycle: 1 + 4 calls
+    // reached Bedrock and both budgets were charged.
+    let mock = Mock::always(service()).fail_readiness_once_after_first_call(service());
+    let state = mock.state();
+    let inner = QuotaAlignedRetryLayer::builder().seed(1).build().unwrap();
+    let outer = QuotaAlignedRetryLayer::builder().seed(2).build().unwrap();
+    let mut svc = outer.layer(inner.layer(mock));
+    let err = call_once(&mut svc).await.unwrap_err();
+    assert_eq!(state.call_count(), 1);
+    assert_eq!(context(&err), (1, Some(RetryStop::NotRetryable)));
+    assert_eq!(outer.retry_budget().available(), 500);
+    // The inner layer's retry never went out: its token came back.
+    assert_eq!(inner.retry_budget().available(), 500);
+}
+
+#[test]
+fn waits_that_could_overflow_are_refused_at_build_time() {
+    // Before, `quota_window(Duration::MAX, 0)` with no deadline built, then
+    // panicked with "overflow when adding durations" at the first retry.
+    let throttle = ErrorClass::Throttled(ThrottleKind::TokenRate);
+    for backoff in [
+        Backoff::quota_window(Duration::MAX, Duration::ZERO),
+        Backoff::quota_window(secs(1), Duration::MAX),
+        Backoff::quota_window(secs(86_000), secs(401)),
+        Backoff::exponential(secs(1), Duration::MAX, Jitter::Full),
+    ] {
+        let err = QuotaAlignedRetryLayer::builder()
+            .no_deadline()
+            .policy(throttle, ClassPolicy::retry(1, backoff))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, BuildError::InvalidBackoff { class, .. } if class == throttle),
+            "{backoff:?}: {err}"
+        );
+    }
+    assert_eq!(
+        QuotaAlignedRetryLayer::builder()
+            .window(Duration::MAX)
+            .build()
+            .unwrap_err(),
+        BuildError::TooLong { setting: "window" }
+    );
+    assert_eq!(
+        QuotaAlignedRetryLayer::builder()
+            .hint_range(secs(1), Duration::MAX)
+            .build()
+            .unwrap_err(),
+        BuildError::TooLong {
+            setting: "hint_range"
+        }
+    );
+    // The longest accepted waits still run without a panic.
+    assert!(
+        QuotaAlignedRetryLayer::builder()
+            .no_deadline()
+            .policy(
+                throttle,
+                ClassPolicy::retry(1, Backoff::quota_window(secs(86_000), secs(400)))
+            )
+            .build()
+            .is_ok()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_hint_of_duration_max_does_not_overflow() {
+    let mock = Mock::always(service().with_retry_after(Duration::MAX));
+    let state = mock.state();
+    let mut svc = QuotaAlignedRetryLayer::builder()
+        .no_deadline()
+        .seed(SEED)
+        .build()
+        .unwrap()
+        .layer(mock);
+    let err = call_once(&mut svc).await.unwrap_err();
+    // Clamped to the 60 s hint maximum: three retries a minute apart.
+    assert_eq!(state.gaps(), vec![secs(60); 3]);
+    assert_eq!(context(&err), (4, Some(RetryStop::MaxAttempts)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_throttle_policy_fits_the_default_deadline() {
+    // The worst phase: throttled right as a window opens. Each retry goes
+    // out 1 to 5 s into a later window; the third at most 185 s after the
+    // first throttle. With the old 180 s deadline it was always refused.
+    let mock = Mock::always(token_rate());
+    let state = mock.state();
+    let mut svc = QuotaAlignedRetryLayer::builder()
+        .clock(clock_at(0))
+        .seed(SEED)
+        .build()
+        .unwrap()
+        .layer(mock);
+    let err = call_once(&mut svc).await.unwrap_err();
+    assert_eq!(state.call_count(), 4);
+    assert_eq!(context(&err), (4, Some(RetryStop::MaxAttempts)));
+    let last = *state.calls().last().unwrap() - state.calls()[0];
+    assert!(last > secs(180) && last <= secs(185), "{last:?}");
+}
+
+/// The deadlines one attempt saw: in `call`, and in its future.
+type Seen = (Option<Instant>, Option<Instant>);
+
+/// Records the call's deadline seen in `call` and in the future.
+#[derive(Clone, Default)]
+struct DeadlineProbe {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Service<u32> for DeadlineProbe {
+    type Response = u32;
+    type Error = Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        let in_call = tower_bedrock_core::deadline::call_deadline();
+        let seen = self.seen.clone();
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            let in_future = tower_bedrock_core::deadline::call_deadline();
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push((in_call, in_future));
+                seen.len()
+            };
+            if n == 1 {
+                Err(tower_bedrock_core::ClassifiedError::new(
+                    MockFailure(1),
+                    service(),
+                ))
+            } else {
+                Ok(req)
+            }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_runs_with_the_call_deadline_in_scope() {
+    let probe = DeadlineProbe::default();
+    let seen = probe.seen.clone();
+    let mut svc = QuotaAlignedRetryLayer::builder()
+        .deadline(secs(30))
+        .seed(SEED)
+        .build()
+        .unwrap()
+        .layer(probe);
+    let start = Instant::now();
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    let at = Some(start + secs(30));
+    assert_eq!(*seen.lock().unwrap(), vec![(at, at), (at, at)]);
+    // Outside the call, no deadline.
+    assert_eq!(tower_bedrock_core::deadline::call_deadline(), None);
+    // A deadline set above (another retry layer, a caller) is kept when it
+    // is earlier.
+    seen.lock().unwrap().clear();
+    let outer = Instant::now() + secs(10);
+    tower_bedrock_core::deadline::with_call_deadline(outer, async {
+        svc.ready().await.unwrap().call(2).await.unwrap();
+    })
+    .await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(Some(outer), Some(outer)), (Some(outer), Some(outer))]
+    );
+}

@@ -69,6 +69,8 @@ pub struct MockState {
     calls: Mutex<Vec<Instant>>,
     /// After the first call, `poll_ready` stays pending.
     stall_after_first: AtomicBool,
+    /// The `poll_ready` right after the first call fails once with this.
+    fail_ready_once: Mutex<Option<Classification>>,
     /// `poll_ready` calls.
     pub ready_polls: AtomicU32,
     /// Live instances of the mock (the original and its clones).
@@ -128,6 +130,13 @@ impl Mock {
         self.state.clone()
     }
 
+    /// The first `poll_ready` after the first call fails with `c`; later
+    /// ones succeed.
+    pub fn fail_readiness_once_after_first_call(self, c: Classification) -> Self {
+        *self.state.fail_ready_once.lock().unwrap() = Some(c);
+        self
+    }
+
     pub fn stall_readiness_after_first_call(self) -> Self {
         self.state.stall_after_first.store(true, Ordering::SeqCst);
         self
@@ -158,6 +167,11 @@ impl Service<u32> for Mock {
         self.state.ready_polls.fetch_add(1, Ordering::SeqCst);
         if self.state.stall_after_first.load(Ordering::SeqCst) && self.state.call_count() > 0 {
             return Poll::Pending;
+        }
+        if self.state.call_count() > 0
+            && let Some(c) = self.state.fail_ready_once.lock().unwrap().take()
+        {
+            return Poll::Ready(Err(ClassifiedError::new(MockFailure(0), c)));
         }
         self.ready = true;
         Poll::Ready(Ok(()))
