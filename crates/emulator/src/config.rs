@@ -210,8 +210,15 @@ pub struct EmulatorConfig {
     pub models: Vec<String>,
     /// Use only `models`, not the defaults.
     pub replace_default_models: bool,
-    /// Accept any model id (quotas still apply per id).
+    /// Accept any model id (quotas still apply per id; models outside the
+    /// [catalogue](crate::catalogue) have no output, context or profile
+    /// limits).
     pub allow_unknown_models: bool,
+    /// Accept bare model ids of models that Bedrock serves only through
+    /// inference profiles (Claude 4, Claude 3.7 Sonnet...), which Bedrock
+    /// refuses with "Invocation of model ID ... with on-demand throughput
+    /// isn't supported...". Off by default, like Bedrock.
+    pub allow_on_demand_everywhere: bool,
     /// Quota applied to every key without an entry in `quotas`.
     pub default_quota: Quota,
     /// Quotas per model id or inference profile id (exact id as sent).
@@ -225,7 +232,8 @@ pub struct EmulatorConfig {
     /// Cap on requests in flight; one more is answered with 503 "Too many
     /// connections".
     pub max_connections: Option<usize>,
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes, on top of each model's
+    /// limit (25 000 000 bytes, Bedrock's InvokeModel limit, by default).
     pub max_body_bytes: usize,
     /// How long a graceful shutdown waits for requests in flight, in ms.
     pub shutdown_grace_ms: u64,
@@ -247,6 +255,7 @@ impl Default for EmulatorConfig {
             models: Vec::new(),
             replace_default_models: false,
             allow_unknown_models: false,
+            allow_on_demand_everywhere: false,
             default_quota: Quota {
                 tpm: Some(200_000),
                 ..Quota::default()
@@ -256,7 +265,7 @@ impl Default for EmulatorConfig {
             output_tokens: 48,
             latency: Latency::default(),
             max_connections: None,
-            max_body_bytes: 1 << 20,
+            max_body_bytes: crate::catalogue::MAX_BODY_BYTES,
             shutdown_grace_ms: 5_000,
             faults: Vec::new(),
             frozen_clock: false,
@@ -354,6 +363,13 @@ impl EmulatorConfigBuilder {
     /// Accept any model id.
     pub fn allow_unknown_models(mut self, allow: bool) -> Self {
         self.config.allow_unknown_models = allow;
+        self
+    }
+
+    /// Accept bare model ids of profile-only models (see
+    /// [`EmulatorConfig::allow_on_demand_everywhere`]).
+    pub fn allow_on_demand_everywhere(mut self, allow: bool) -> Self {
+        self.config.allow_on_demand_everywhere = allow;
         self
     }
 

@@ -24,13 +24,17 @@ pub enum FaultKind {
     /// 503 ServiceUnavailableException "Service temporarily unavailable,
     /// please try again."
     Unavailable,
+    /// Overload's other face: 503 ServiceUnavailableException "Model is
+    /// getting throttled. Try your request again."
+    GettingThrottled,
     /// 500 InternalServerException.
     InternalError,
     /// 408 ModelTimeoutException.
     ModelTimeout,
     /// 429 ModelNotReadyException.
     ModelNotReady,
-    /// 424 ModelErrorException.
+    /// 424 ModelErrorException (with `originalStatusCode` and
+    /// `resourceName`).
     ModelError,
     /// 400 ServiceQuotaExceededException (InvokeModel models it; other
     /// operations see an unmodelled error with that code).
@@ -59,6 +63,23 @@ pub enum FaultKind {
         /// Events sent before the exception.
         after_events: u32,
     },
+    /// In a stream: a `modelStreamErrorException` after this many events.
+    StreamModelError {
+        /// Events sent before the exception.
+        after_events: u32,
+    },
+    /// In an InvokeModelWithResponseStream stream: a
+    /// `modelTimeoutException` after this many events (ConverseStream does
+    /// not model it, so the rule does not apply there).
+    StreamModelTimeout {
+        /// Events sent before the exception.
+        after_events: u32,
+    },
+    /// In a stream: a `validationException` after this many events.
+    StreamValidation {
+        /// Events sent before the exception.
+        after_events: u32,
+    },
     /// In a stream: pause this long after this many events, then go on.
     StreamStall {
         /// Events sent before the pause.
@@ -76,9 +97,32 @@ impl FaultKind {
             FaultKind::StreamThrottle { .. }
                 | FaultKind::StreamUnavailable { .. }
                 | FaultKind::StreamError { .. }
+                | FaultKind::StreamModelError { .. }
+                | FaultKind::StreamModelTimeout { .. }
+                | FaultKind::StreamValidation { .. }
                 | FaultKind::StreamStall { .. }
         )
     }
+
+    /// Whether the fault can happen on a request of this kind.
+    pub(crate) fn applies_to(&self, stream: Streaming) -> bool {
+        match self {
+            FaultKind::StreamModelTimeout { .. } => stream == Streaming::Invoke,
+            k if k.is_in_stream() => stream != Streaming::No,
+            _ => true,
+        }
+    }
+}
+
+/// Which kind of response a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streaming {
+    /// A plain JSON answer.
+    No,
+    /// A ConverseStream event stream.
+    Converse,
+    /// An InvokeModelWithResponseStream event stream.
+    Invoke,
 }
 
 fn one() -> f64 {
@@ -191,14 +235,14 @@ impl FaultState {
     /// Draws the faults for one request: at most one request-level fault and
     /// at most one in-stream fault. Every active, matching rule draws once
     /// from the RNG, in order.
-    pub(crate) fn draw(&mut self, id: &str, base: &str, streaming: bool) -> Drawn {
+    pub(crate) fn draw(&mut self, id: &str, base: &str, stream: Streaming) -> Drawn {
         let now = Instant::now();
         let mut drawn = Drawn::default();
         self.rules
             .retain(|a| a.until.is_none_or(|u| now < u) && a.remaining != Some(0));
         for a in &mut self.rules {
             let r = &a.rule;
-            if r.kind.is_in_stream() && !streaming {
+            if !r.kind.applies_to(stream) {
                 continue;
             }
             if let Some(m) = &r.model
@@ -248,7 +292,7 @@ mod tests {
         let run = |seed| {
             let mut s = FaultState::new(seed, &rules);
             (0..200)
-                .map(|_| s.draw("m", "m", false).request.is_some())
+                .map(|_| s.draw("m", "m", Streaming::No).request.is_some())
                 .collect::<Vec<_>>()
         };
         let a = run(7);
@@ -266,17 +310,26 @@ mod tests {
             FaultRule::new(FaultKind::StreamThrottle { after_events: 1 }),
         ];
         let mut s = FaultState::new(1, &rules);
-        assert_eq!(s.draw("b", "b", false).request, Some(FaultKind::Reset));
-        assert_eq!(s.draw("a", "a", false).request, Some(FaultKind::Overloaded));
-        let d = s.draw("us.a", "a", true);
+        assert_eq!(
+            s.draw("b", "b", Streaming::No).request,
+            Some(FaultKind::Reset)
+        );
+        assert_eq!(
+            s.draw("a", "a", Streaming::No).request,
+            Some(FaultKind::Overloaded)
+        );
+        let d = s.draw("us.a", "a", Streaming::Converse);
         assert_eq!(d.request, Some(FaultKind::Overloaded));
         assert_eq!(
             d.in_stream,
             Some(FaultKind::StreamThrottle { after_events: 1 })
         );
-        assert_eq!(s.draw("a", "a", false).request, Some(FaultKind::Reset));
+        assert_eq!(
+            s.draw("a", "a", Streaming::No).request,
+            Some(FaultKind::Reset)
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(s.draw("a", "a", false).request, None);
+        assert_eq!(s.draw("a", "a", Streaming::No).request, None);
         assert_eq!(s.rules().len(), 1);
     }
 }

@@ -65,6 +65,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod body;
+pub mod catalogue;
 mod config;
 mod faults;
 mod ops;
@@ -72,8 +74,10 @@ mod quota;
 mod server;
 mod state;
 pub mod tokens;
+mod validate;
 mod wire;
 
+pub use catalogue::{CATALOGUE, ModelSpec};
 pub use config::{
     ConfigError, DEFAULT_MODELS, EmulatorConfig, EmulatorConfigBuilder, Latency, Quota,
 };

@@ -55,13 +55,18 @@ struct Args {
     /// Accept any model id.
     #[arg(long)]
     allow_unknown_models: bool,
+    /// Accept bare ids of models Bedrock serves only through inference
+    /// profiles (Claude 4...), which Bedrock refuses.
+    #[arg(long)]
+    allow_on_demand_everywhere: bool,
     /// Largest request body in bytes.
     #[arg(long)]
     max_body_bytes: Option<usize>,
     /// A fault, `KIND[:RATE]` with KIND one of overloaded, too_many_requests,
-    /// too_many_tokens, unavailable, internal_error, model_timeout,
-    /// model_not_ready, model_error, service_quota_exceeded, reset, truncate
-    /// (repeatable).
+    /// too_many_tokens, unavailable, getting_throttled, internal_error,
+    /// model_timeout, model_not_ready, model_error, service_quota_exceeded,
+    /// reset, truncate (repeatable). In-stream faults go in the
+    /// configuration file or the admin API.
     #[arg(long = "fault", value_name = "KIND[:RATE]")]
     faults: Vec<String>,
 }
@@ -80,6 +85,7 @@ fn parse_fault(s: &str) -> Result<FaultRule, String> {
         "too_many_requests" => FaultKind::TooManyRequests,
         "too_many_tokens" => FaultKind::TooManyTokens,
         "unavailable" => FaultKind::Unavailable,
+        "getting_throttled" => FaultKind::GettingThrottled,
         "internal_error" => FaultKind::InternalError,
         "model_timeout" => FaultKind::ModelTimeout,
         "model_not_ready" => FaultKind::ModelNotReady,
@@ -142,6 +148,9 @@ fn config(args: Args) -> Result<EmulatorConfig, String> {
     }
     if args.allow_unknown_models {
         c.allow_unknown_models = true;
+    }
+    if args.allow_on_demand_everywhere {
+        c.allow_on_demand_everywhere = true;
     }
     if let Some(v) = args.max_body_bytes {
         c.max_body_bytes = v;

@@ -13,10 +13,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower_bedrock_core::model::{resource_id, split_profile};
 
-use crate::faults::FaultKind;
+use crate::body;
+use crate::catalogue;
+use crate::faults::{FaultKind, Streaming};
 use crate::quota::{Grant, QuotaRefusal};
 use crate::state::{InFlight, Shared};
 use crate::tokens::{self, Family, Prompt};
+use crate::validate::{self, Dialect};
 use crate::wire::{BedrockError, event_frame, exception_frame, messages};
 
 /// What the request log line shows about a model request (set as a
@@ -137,12 +140,13 @@ async fn serve(
     log: &mut LogInfo,
 ) -> Result<Response, BedrockError> {
     // 1. Route (acted upon after authentication, like AWS).
-    let path = req.uri().path().to_owned();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
     let (raw_id, op) = path
         .strip_prefix("/model/")
         .and_then(|p| p.rsplit_once('/'))
         .unwrap_or(("", ""));
-    let op = if req.method() == http::Method::POST {
+    let op = if parts.method == http::Method::POST {
         Op::parse(op)
     } else {
         None
@@ -151,8 +155,20 @@ async fn serve(
     log.model = percent_encoding::percent_decode_str(raw_id)
         .decode_utf8_lossy()
         .into_owned();
-    // 2. Authentication: a SigV4 header must be present (not verified).
-    match req.headers().get(http::header::AUTHORIZATION) {
+    let sent_id = resource_id(&log.model).to_owned();
+    let spec = catalogue::spec(split_profile(&sent_id).1);
+    // 2. The whole body is read (or drained, when too large) before any
+    // answer, so that the client is never cut off while still sending.
+    let limit = spec.map_or(catalogue::MAX_BODY_BYTES, |s| s.max_body_bytes);
+    let limit = limit.min(shared.initial.max_body_bytes);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let read = body::read(body, limit, declared).await;
+    // 3. Authentication: a SigV4 header must be present (not verified).
+    match parts.headers.get(http::header::AUTHORIZATION) {
         None => {
             return Err(fail(
                 shared,
@@ -167,16 +183,20 @@ async fn serve(
         }
         Some(_) => {}
     }
-    // 3. Connection cap.
+    // 4. Connection cap.
     let Some(slot) = InFlight::acquire(shared) else {
         Shared::bump(&shared.counters.connection_cap);
         return Err(BedrockError::unavailable(messages::TOO_MANY_CONNECTIONS));
     };
-    // 4. Operation and model id.
+    // 5. Operation and model id.
     let Some(op) = op else {
         return Err(fail(
             shared,
-            BedrockError::new(404, "UnknownOperationException", "Unknown operation"),
+            BedrockError::new(
+                404,
+                "UnknownOperationException",
+                messages::UNKNOWN_OPERATION,
+            ),
         ));
     };
     log.op = op.name();
@@ -186,7 +206,7 @@ async fn serve(
         _ => {
             return Err(fail(
                 shared,
-                BedrockError::validation("The provided model identifier is invalid."),
+                BedrockError::validation(messages::INVALID_MODEL_ID),
             ));
         }
     };
@@ -196,34 +216,66 @@ async fn serve(
     if !shared.is_known(&base) {
         return Err(fail(
             shared,
-            BedrockError::new(404, "ResourceNotFoundException", messages::MODEL_NOT_FOUND),
+            BedrockError::validation(messages::INVALID_MODEL_ID),
         ));
     }
-    // 5. Bounded body, then JSON.
-    let limit = shared.initial.max_body_bytes;
-    let raw = match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return Err(fail(
-                shared,
-                BedrockError::validation(format!(
-                    "Input is too long for requested model: the request body exceeds {limit} bytes."
-                )),
-            ));
+    if let Some(spec) = spec
+        && !shared.initial.allow_on_demand_everywhere
+    {
+        validate::on_demand(&id, spec).map_err(|e| fail(shared, BedrockError::validation(e.0)))?;
+    }
+    // 6. Body size, then JSON.
+    let raw = match read {
+        body::ReadBody::Complete(b) => b,
+        body::ReadBody::TooLarge => {
+            let msg = if matches!(op, Op::Invoke | Op::InvokeStream) {
+                format!(
+                    "1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to {limit}"
+                )
+            } else {
+                format!("The request body exceeds the limit of {limit} bytes.")
+            };
+            return Err(fail(shared, BedrockError::validation(msg)));
+        }
+        body::ReadBody::Broken => {
+            return Err(fail(shared, BedrockError::validation(messages::MALFORMED)));
         }
     };
     let body: Value = serde_json::from_slice(&raw)
         .map_err(|_| fail(shared, BedrockError::validation(messages::MALFORMED)))?;
     let family = Family::of(&base);
     let prompt = match op {
-        Op::Converse | Op::ConverseStream => tokens::converse_prompt(&body, &raw),
-        Op::Invoke | Op::InvokeStream => tokens::invoke_prompt(family, &body, &raw),
+        Op::Converse | Op::ConverseStream => tokens::converse_prompt(&body, &raw)
+            .and_then(|p| validate::conversation(&body, Dialect::Converse).map(|()| p)),
+        Op::Invoke | Op::InvokeStream => tokens::invoke_prompt(family, &body, &raw).and_then(|p| {
+            match family {
+                Family::Anthropic => validate::conversation(&body, Dialect::Anthropic)?,
+                Family::Nova => validate::conversation(&body, Dialect::Converse)?,
+                Family::Llama | Family::Other => {}
+            }
+            Ok(p)
+        }),
         Op::CountTokens => count_tokens_prompt(family, &body, &raw),
     }
+    .and_then(|p| match spec {
+        Some(spec) => {
+            validate::input_length(p.input_tokens, spec)?;
+            if op != Op::CountTokens {
+                validate::max_tokens(p.max_tokens, spec)?;
+            }
+            Ok(p)
+        }
+        None => Ok(p),
+    })
     .map_err(|e| fail(shared, BedrockError::validation(e.0)))?;
     log.input_tokens = Some(prompt.input_tokens);
     // 6. Faults.
-    let drawn = shared.faults.lock().draw(&id, &base, op.streaming());
+    let stream = match op {
+        Op::ConverseStream => Streaming::Converse,
+        Op::InvokeStream => Streaming::Invoke,
+        _ => Streaming::No,
+    };
+    let drawn = shared.faults.lock().draw(&id, &base, stream);
     let mut truncate = false;
     if let Some(kind) = drawn.request {
         match kind {
@@ -252,7 +304,9 @@ async fn serve(
             FaultKind::ModelError => {
                 return Err(fail(
                     shared,
-                    BedrockError::new(424, "ModelErrorException", messages::MODEL_ERROR),
+                    BedrockError::new(424, "ModelErrorException", messages::MODEL_ERROR)
+                        .with("originalStatusCode", json!(500))
+                        .with("resourceName", json!(id)),
                 ));
             }
             FaultKind::ServiceQuotaExceeded => {
@@ -269,6 +323,12 @@ async fn serve(
                 return Err(fail(
                     shared,
                     BedrockError::unavailable(messages::SERVICE_UNAVAILABLE),
+                ));
+            }
+            FaultKind::GettingThrottled => {
+                return Err(fail(
+                    shared,
+                    BedrockError::unavailable(messages::GETTING_THROTTLED),
                 ));
             }
             FaultKind::InternalError => {
@@ -431,7 +491,9 @@ fn count_tokens_prompt(
 ) -> Result<Prompt, tokens::Invalid> {
     let input = body.get("input");
     if let Some(c) = input.and_then(|i| i.get("converse")) {
-        return tokens::converse_prompt(c, raw);
+        let p = tokens::converse_prompt(c, raw)?;
+        validate::conversation(c, Dialect::Converse)?;
+        return Ok(p);
     }
     if let Some(b) = input
         .and_then(|i| i.get("invokeModel"))
@@ -442,7 +504,13 @@ fn count_tokens_prompt(
             .map_err(|_| tokens::Invalid(messages::MALFORMED.into()))?;
         let inner: Value = serde_json::from_slice(&bytes)
             .map_err(|_| tokens::Invalid(messages::MALFORMED.into()))?;
-        return tokens::invoke_prompt(family, &inner, raw);
+        let p = tokens::invoke_prompt(family, &inner, raw)?;
+        match family {
+            Family::Anthropic => validate::conversation(&inner, Dialect::Anthropic)?,
+            Family::Nova => validate::conversation(&inner, Dialect::Converse)?,
+            Family::Llama | Family::Other => {}
+        }
+        return Ok(p);
     }
     Err(tokens::Invalid(
         "1 validation error detected: Value null at 'input' failed to satisfy constraint: Member must not be null".into(),
@@ -688,6 +756,30 @@ fn apply_stream_fault(
                 "InternalServerException",
                 messages::INTERNAL,
             )),
+        ),
+        FaultKind::StreamModelError { after_events } => (
+            after_events,
+            Some(
+                BedrockError::new(
+                    424,
+                    "ModelStreamErrorException",
+                    messages::MODEL_STREAM_ERROR,
+                )
+                .with("originalStatusCode", json!(500))
+                .with("originalMessage", json!(messages::INTERNAL)),
+            ),
+        ),
+        FaultKind::StreamModelTimeout { after_events } => (
+            after_events,
+            Some(BedrockError::new(
+                408,
+                "ModelTimeoutException",
+                messages::MODEL_TIMEOUT,
+            )),
+        ),
+        FaultKind::StreamValidation { after_events } => (
+            after_events,
+            Some(BedrockError::validation(messages::MALFORMED)),
         ),
         FaultKind::StreamStall { after_events, ms } => {
             Shared::bump(&shared.counters.stream_stalls);

@@ -282,14 +282,15 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn not_found() -> Response {
-    let body = serde_json::json!({"message": "Not Found"}).to_string();
-    let mut r = (StatusCode::NOT_FOUND, body).into_response();
-    r.headers_mut().insert(
-        "x-amzn-ErrorType",
-        http::HeaderValue::from_static("UnknownOperationException"),
-    );
-    r
+/// Unknown paths: a JSON 404 with a request id, after reading the body.
+async fn not_found(State(s): State<Arc<Shared>>, req: axum::extract::Request) -> Response {
+    let _ = crate::body::read(req.into_body(), 0, None).await;
+    crate::wire::BedrockError::new(
+        404,
+        "UnknownOperationException",
+        crate::wire::messages::UNKNOWN_OPERATION,
+    )
+    .into_response(&s.request_id())
 }
 
 fn bad(e: impl std::fmt::Display) -> Response {

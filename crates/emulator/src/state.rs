@@ -95,7 +95,6 @@ pub(crate) struct Shared {
     pub(crate) in_flight: AtomicU64,
     /// 0 means no cap.
     pub(crate) max_connections: AtomicUsize,
-    pub(crate) seq: AtomicU64,
 }
 
 impl Shared {
@@ -118,7 +117,6 @@ impl Shared {
             counters: Counters::default(),
             in_flight: AtomicU64::new(0),
             max_connections: AtomicUsize::new(config.max_connections.unwrap_or(0)),
-            seq: AtomicU64::new(0),
             initial: config,
         })
     }
@@ -136,18 +134,18 @@ impl Shared {
             .snapshot(self.in_flight.load(Ordering::Relaxed))
     }
 
-    /// A request id shaped like Bedrock's (a UUID), unique per emulator and
-    /// deterministic given the seed.
+    /// A request id shaped like Bedrock's (a random version 4 UUID). Not
+    /// derived from the seed: ids never repeat across runs, like Bedrock's.
     pub(crate) fn request_id(&self) -> String {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let s = self.initial.seed;
+        let (a, b) = (fastrand::u64(..), fastrand::u64(..));
         format!(
-            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-            (s >> 32) as u32,
-            (s >> 16) as u16,
-            (s & 0xfff) as u16,
-            (n >> 48) as u16 & 0xfff,
-            n & 0xffff_ffff_ffff
+            "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+            (a >> 32) as u32,
+            (a >> 16) as u16,
+            a as u16 & 0xfff,
+            8 | (b >> 62) as u8,
+            (b >> 48) as u16 & 0xfff,
+            b & 0xffff_ffff_ffff
         )
     }
 

@@ -34,9 +34,15 @@ pub mod messages {
         "The model returned an error while processing the request. Try your request again.";
     /// ServiceQuotaExceeded.
     pub const SERVICE_QUOTA_EXCEEDED: &str = "Your request exceeded the service quota for this model. Request a quota increase or try again later.";
-    /// Unknown model.
-    pub const MODEL_NOT_FOUND: &str =
-        "Could not resolve the foundation model from the provided model identifier.";
+    /// Unknown model id (400 ValidationException).
+    pub const INVALID_MODEL_ID: &str = "The provided model identifier is invalid.";
+    /// Overload answered as a 503.
+    pub const GETTING_THROTTLED: &str = "Model is getting throttled. Try your request again.";
+    /// `modelStreamErrorException` inside a stream.
+    pub const MODEL_STREAM_ERROR: &str =
+        "The model encountered an error while streaming the response. Try your request again.";
+    /// Unknown path.
+    pub const UNKNOWN_OPERATION: &str = "Unknown operation";
     /// No SigV4 header.
     pub const MISSING_AUTH: &str = "Missing Authentication Token";
     /// Authorization present but not SigV4.
@@ -57,6 +63,9 @@ pub(crate) struct BedrockError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// Members of the error shape besides `message`
+    /// (`originalStatusCode`, `resourceName`...).
+    pub(crate) fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl BedrockError {
@@ -65,7 +74,23 @@ impl BedrockError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
+            fields: Vec::new(),
         }
+    }
+
+    /// Adds a member to the error's JSON body.
+    pub(crate) fn with(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.fields.push((name, value));
+        self
+    }
+
+    fn body(&self) -> String {
+        let mut m = serde_json::Map::new();
+        m.insert("message".into(), self.message.clone().into());
+        for (k, v) in &self.fields {
+            m.insert((*k).into(), v.clone());
+        }
+        serde_json::Value::Object(m).to_string()
     }
 
     pub(crate) fn throttling(message: impl Into<String>) -> Self {
@@ -81,8 +106,7 @@ impl BedrockError {
     }
 
     pub(crate) fn into_response(self, request_id: &str) -> Response {
-        let body = serde_json::json!({ "message": self.message }).to_string();
-        let mut r = Response::new(Body::from(body));
+        let mut r = Response::new(Body::from(self.body()));
         *r.status_mut() = self.status;
         let h = r.headers_mut();
         h.insert(
@@ -135,8 +159,7 @@ pub(crate) fn event_frame(event_type: &'static str, payload: String) -> Bytes {
 
 /// An `exception` frame.
 pub(crate) fn exception_frame(err: &BedrockError) -> Bytes {
-    let payload = serde_json::json!({ "message": err.message }).to_string();
-    let m = Message::new(Bytes::from(payload))
+    let m = Message::new(Bytes::from(err.body()))
         .add_header(Header::new(
             ":exception-type",
             HeaderValue::String(err.exception_type().into()),

@@ -55,7 +55,7 @@ async fn converse_answers_with_output_usage_and_metrics() {
     assert_eq!(again.output(), out.output());
     let short = c
         .converse()
-        .model_id(format!("us.{SONNET4}"))
+        .model_id(SONNET4.to_owned())
         .messages(user(PROMPT))
         .inference_config(max_tokens(5))
         .send()
@@ -77,7 +77,7 @@ async fn converse_stream_sends_the_whole_event_sequence() {
     let c = client(&emu);
     let mut out = c
         .converse_stream()
-        .model_id(format!("global.{SONNET4}"))
+        .model_id(format!("global.{SONNET4_BASE}"))
         .messages(user(PROMPT))
         .send()
         .await
@@ -121,9 +121,9 @@ async fn converse_stream_sends_the_whole_event_sequence() {
     assert_eq!(usage.input_tokens() as u64, count_text(PROMPT));
     assert_eq!(usage.output_tokens(), 10);
     // Settled when the stream ended: the global profile has its own bucket.
-    let u = emu.usage(&format!("global.{SONNET4}"));
+    let u = emu.usage(&format!("global.{SONNET4_BASE}"));
     assert_eq!((u.reserved, u.used), (0, count_text(PROMPT) + 10 * 5));
-    assert_eq!(emu.usage(SONNET4).used, 0);
+    assert_eq!(emu.usage(SONNET4_BASE).used, 0);
     emu.shutdown().await;
 }
 
@@ -312,13 +312,14 @@ async fn unknown_models_are_not_found_and_known_forms_are_accepted() {
         .send()
         .await
         .expect_err("unknown model");
-    assert_eq!(err.raw_response().unwrap().status().as_u16(), 404);
+    // Bedrock: 400 ValidationException, not 404 ResourceNotFound.
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 400);
     let se = err.into_service_error();
     assert!(
-        matches!(se, ConverseError::ResourceNotFoundException(_)),
+        matches!(se, ConverseError::ValidationException(_)),
         "{se:?}"
     );
-    assert_eq!(se.message(), Some(messages::MODEL_NOT_FOUND));
+    assert_eq!(se.message(), Some(messages::INVALID_MODEL_ID));
     assert!(se.request_id().is_some());
     for id in [
         "acme.custom-v1:0",
@@ -382,7 +383,10 @@ async fn bad_bodies_get_validation_exceptions() {
         .body(Blob::new(big))
         .send()
         .await;
-    assert!(expect_validation(oversized).contains("4096 bytes"));
+    assert_eq!(
+        expect_validation(oversized),
+        "1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to 4096"
+    );
     let zero = c
         .converse()
         .model_id(SONNET4)

@@ -18,7 +18,11 @@ use aws_sdk_bedrockruntime::types::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_bedrock_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 
-pub const SONNET4: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+/// Claude Sonnet 4 through the US inference profile (Bedrock refuses its
+/// bare id on demand).
+pub const SONNET4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+/// The foundation model id of [`SONNET4`].
+pub const SONNET4_BASE: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
 pub const HAIKU3: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 pub const NOVA: &str = "amazon.nova-lite-v1:0";
 pub const LLAMA: &str = "meta.llama3-8b-instruct-v1:0";
