@@ -41,12 +41,14 @@
 #![warn(missing_docs)]
 
 pub mod chart;
+pub mod ideal;
 pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod search;
 pub mod spec;
 pub mod strategy;
+pub mod verdict;
 
 pub use report::Report;
 pub use run::{RunResult, run};
@@ -64,9 +66,13 @@ pub async fn run_all(
     for &s in strategies {
         runs.push(run::run(scenario, s, opts).await?);
     }
+    let ideal = ideal::ideal(scenario);
+    let verdict = verdict::judge(&ideal, &runs);
     Ok(Report {
         scenario: scenario.clone(),
-        attainable: metrics::attainable(scenario),
+        attainable: ideal.served as f64,
+        ideal,
         runs,
+        verdict,
     })
 }

@@ -1,8 +1,6 @@
 //! The figures of a run: attainable calls, fair shares, Jain's index,
 //! percentiles.
 
-use tower_bedrock::core::model::default_burndown_rate;
-
 use crate::spec::Scenario;
 
 /// Calls each app makes over the run.
@@ -13,62 +11,13 @@ pub fn offered_per_app(s: &Scenario) -> Vec<u64> {
         .collect()
 }
 
-/// Requests per minute a model's quota allows for the scenario's average
-/// request, charged what the server settles it to: input +
-/// `min(output_tokens, max_tokens)` x the model's burndown.
-fn capacity(s: &Scenario, model: usize) -> f64 {
-    let m = &s.models[model];
-    let burn = default_burndown_rate(&m.id) as f64;
-    let (mut n, mut cost) = (0.0, 0.0);
-    for a in &s.apps {
-        let r: f64 = (0..s.minutes).map(|i| s.rate(a, i)).sum();
-        n += r;
-        cost += r * (a.input_tokens as f64 + a.max_tokens.min(s.output_tokens) as f64 * burn);
-    }
-    let per = if n > 0.0 { cost / n } else { 1.0 };
-    let by_tokens = m.tpm as f64 / per.max(1.0);
-    m.rpm.map_or(by_tokens, |r| (r as f64).min(by_tokens))
-}
-
-/// Whether a fault takes the primary model out entirely in `minute`
-/// (throttling faults at rate 1).
-fn primary_out(s: &Scenario, minute: usize) -> bool {
-    s.faults.iter().any(|f| {
-        f.rate >= 1.0
-            && matches!(
-                f.kind.as_str(),
-                "overloaded" | "too_many_requests" | "too_many_tokens" | "model_not_ready"
-            )
-            && f.model.as_deref().is_none_or(|m| m == s.models[0].id)
-            && minute >= f.from_minute
-            && f.minutes.is_none_or(|n| minute < f.from_minute + n)
-    })
-}
-
-/// Calls an ideal client could get answered: a FIFO queue served minute by
-/// minute at the quota's rate (the primary model's, plus the fallback
-/// model's when the scenario has one; none of the primary's while a fault
-/// takes it out), over the traffic minutes and the drain minutes. Partial
-/// 503 faults are ignored (an ideal client retries them).
+/// Calls an ideal client could get answered: the calls the ideal FIFO
+/// schedule ([`crate::ideal::ideal`]) admits before the end of the drain
+/// minutes, at the quota's rate (the primary model's, then the fallback
+/// model's when the scenario has one; none of a model's while a fault takes
+/// it out). Partial 503 faults are ignored (an ideal client retries them).
 pub fn attainable(s: &Scenario) -> f64 {
-    let primary = capacity(s, 0);
-    let fallback = s
-        .fallback
-        .as_ref()
-        .and_then(|f| s.models.iter().position(|m| &m.id == f))
-        .map_or(0.0, |i| capacity(s, i));
-    let mut backlog = 0.0;
-    let mut served = 0.0;
-    for m in 0..(s.minutes + s.drain_minutes) {
-        if m < s.minutes {
-            backlog += s.apps.iter().map(|a| s.rate(a, m).round()).sum::<f64>();
-        }
-        let cap = if primary_out(s, m) { 0.0 } else { primary } + fallback;
-        let n = backlog.min(cap);
-        backlog -= n;
-        served += n;
-    }
-    served
+    crate::ideal::ideal(s).served as f64
 }
 
 /// Max-min fair shares of `total` among demands `offered` (water filling).

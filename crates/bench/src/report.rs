@@ -4,8 +4,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::ideal::Ideal;
 use crate::run::RunResult;
 use crate::spec::Scenario;
+use crate::verdict::{self, Verdict};
 
 /// A scenario and the runs of every strategy: what the JSON file holds.
 #[derive(Debug, Clone, Serialize)]
@@ -14,15 +16,21 @@ pub struct Report {
     pub scenario: Scenario,
     /// Calls an ideal client could get answered.
     pub attainable: f64,
+    /// The ideal FIFO schedule (see [`crate::ideal`]).
+    pub ideal: Ideal,
     /// One run per strategy.
     pub runs: Vec<RunResult>,
+    /// The project's bar checked on the runs (`None` without a stack run
+    /// or without a peer).
+    pub verdict: Option<Verdict>,
 }
 
 fn secs(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |s| format!("{s:.1}"))
 }
 
-/// The table: one row per strategy.
+/// The table: the ideal schedule's row, one row per strategy, the notes
+/// per strategy and the verdict.
 pub fn table(report: &Report) -> String {
     let s = &report.scenario;
     let mut out = String::new();
@@ -30,7 +38,8 @@ pub fn table(report: &Report) -> String {
     let _ = writeln!(
         out,
         "{} calls over {} minutes ({} ms each), attainable {:.0}; latency in scenario seconds; \
-         worst: the worst-served app's answers over its fair share",
+         worst: the worst-served app's answers over its fair share; \
+         ideal: FIFO at the quota's rate plus the service time",
         s.total_calls(),
         s.minutes,
         s.window_ms,
@@ -50,6 +59,22 @@ pub fn table(report: &Report) -> String {
         "p99 s",
         "Jain",
         "worst"
+    );
+    let i = &report.ideal;
+    let _ = writeln!(
+        out,
+        "{:<22} {:>7.1}% {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        "ideal",
+        i.served as f64 / report.attainable.max(1.0) * 100.0,
+        s.total_calls().saturating_sub(i.served),
+        0,
+        0,
+        1.0,
+        secs(i.p50_s),
+        secs(i.p95_s),
+        secs(i.p99_s),
+        "-",
+        "-"
     );
     for r in &report.runs {
         let _ = writeln!(
@@ -95,6 +120,9 @@ pub fn table(report: &Report) -> String {
         if !extra.is_empty() {
             let _ = writeln!(out, "  {}: {}", r.strategy.name(), extra.join("; "));
         }
+    }
+    if let Some(v) = &report.verdict {
+        out.push_str(&verdict::render(v));
     }
     out
 }

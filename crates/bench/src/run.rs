@@ -102,15 +102,18 @@ pub struct RunResult {
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
+/// One call of the schedule.
 #[derive(Debug, Clone, Copy)]
-struct Planned {
-    at_min: f64,
-    app: usize,
+pub(crate) struct Planned {
+    /// Arrival, in scenario minutes since the start.
+    pub(crate) at_min: f64,
+    /// Index of the app making it.
+    pub(crate) app: usize,
 }
 
 /// Every call of the scenario, in time order: each app's calls of a minute
 /// spread over it with seeded jitter.
-fn schedule(s: &Scenario) -> Vec<Planned> {
+pub(crate) fn schedule(s: &Scenario) -> Vec<Planned> {
     let mut rng = fastrand::Rng::with_seed(s.seed);
     let mut plan = Vec::new();
     for minute in 0..s.minutes {

@@ -171,6 +171,9 @@ fn default_max_wait() -> f64 {
 pub const SONNET_4: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
 /// A smaller fallback model.
 pub const HAIKU_35: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+/// The seed's primary model through the US cross-region inference profile
+/// (its own token quota; output burns down 5x).
+pub const SONNET_4_US: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 /// A model with a 1x burndown, for the document scenario.
 pub const SONNET_35: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 
@@ -226,13 +229,16 @@ fn base(name: &str, description: &str) -> Scenario {
 
 impl Scenario {
     /// The names of the built-in scenarios, in run order.
-    pub const BUILT_IN: [&'static str; 6] = [
+    pub const BUILT_IN: [&'static str; 9] = [
         "seed-peak",
         "tpm-documents",
         "overload-fallback",
         "storm-503",
         "noisy-tenant",
         "shared-quota",
+        "claude4-chat",
+        "claude4-chat-docs",
+        "claude4-storm",
     ];
 
     /// A built-in scenario by name.
@@ -244,6 +250,9 @@ impl Scenario {
             "storm-503" => Self::storm_503(),
             "noisy-tenant" => Self::noisy_tenant(),
             "shared-quota" => Self::shared_quota(),
+            "claude4-chat" => Self::claude4_chat(),
+            "claude4-chat-docs" => Self::claude4_chat_docs(),
+            "claude4-storm" => Self::claude4_storm(),
             _ => return None,
         })
     }
@@ -349,6 +358,76 @@ impl Scenario {
                 "three processes (one app each, seed traffic) sharing one 150 rpm quota",
             )
         }
+    }
+
+    /// What Bedrock users run today: a token-only quota (no RPM) on a
+    /// Claude 4 cross-region inference profile (output burns down 5x), and
+    /// a chat app whose `max_tokens` (8192) is far above its typical answer
+    /// (300 tokens). Each call reserves `1000 + 8192 x 5` tokens at
+    /// admission and settles to `1000 + 300 x 5`: the quota (1M tokens a
+    /// minute) holds the settled usage of the peak (100 rpm) two and a half
+    /// times over and the reservations of the calls in flight beside it, so
+    /// the server throttles no one; a client-side budget that paces by the
+    /// reservation would.
+    pub fn claude4_chat() -> Scenario {
+        let mut s = base(
+            "claude4-chat",
+            "token-only 1M tpm on a 5x-burndown Claude 4 profile: chat up to 100 rpm, max_tokens 8192, ~300 tokens answered",
+        );
+        s.minutes = 8;
+        s.output_tokens = 300;
+        s.models = vec![ModelSpec {
+            id: SONNET_4_US.into(),
+            rpm: None,
+            tpm: 1_000_000,
+        }];
+        s.apps = vec![Self::claude4_chat_app()];
+        s
+    }
+
+    fn claude4_chat_app() -> AppSpec {
+        AppSpec {
+            name: "chat".into(),
+            rpm: vec![60., 80., 100., 100., 100., 100., 80., 60.],
+            input_tokens: 1_000,
+            max_tokens: 8_192,
+            process: 0,
+        }
+    }
+
+    /// [`Scenario::claude4_chat`] with a documents app beside the chat
+    /// app: 6 documents a minute of 30k input tokens, the same
+    /// `max_tokens` (8192) and answer size (300 tokens); settled usage
+    /// about 440k of the 1M tokens a minute at the peak.
+    pub fn claude4_chat_docs() -> Scenario {
+        let mut s = Self::claude4_chat();
+        s.name = "claude4-chat-docs".into();
+        s.description = "claude4-chat plus a documents app: 6 docs/min of 30k input, max_tokens 8192, on the same 1M tpm".into();
+        s.apps.push(AppSpec {
+            name: "docs".into(),
+            rpm: vec![6.],
+            input_tokens: 30_000,
+            max_tokens: 8_192,
+            process: 0,
+        });
+        s
+    }
+
+    /// [`Scenario::claude4_chat_docs`] with three minutes (2-4) in which
+    /// 30 % of the calls are answered 503.
+    pub fn claude4_storm() -> Scenario {
+        let mut s = Self::claude4_chat_docs();
+        s.name = "claude4-storm".into();
+        s.description =
+            "claude4-chat-docs with 30 % of calls answered 503 during minutes 2-4".into();
+        s.faults = vec![FaultSpec {
+            kind: "unavailable".into(),
+            rate: 0.3,
+            model: None,
+            from_minute: 2,
+            minutes: Some(3),
+        }];
+        s
     }
 
     /// Parses and validates a scenario file.
