@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tower_bedrock_core::{Classification, ErrorClass, ThrottleKind, names};
+use tower_bedrock_core::{Classification, ErrorClass, ThrottleKind, UnavailableKind, names};
 
 use crate::config::{Config, Outcome};
 use crate::window::Window;
@@ -308,6 +308,13 @@ impl Breaker {
             None => Outcome::Success,
             Some(c) => config.outcome(c.class),
         };
+        if err.is_some_and(|c| c.class == ErrorClass::Unavailable(UnavailableKind::ConnectionPool))
+        {
+            // Not the model's health (see `default_outcome`), but worth an
+            // alert of its own.
+            metrics::counter!(names::CONNECTION_POOL_EXHAUSTED, "model" => self.key.clone())
+                .increment(1);
+        }
         let overload = match (err, config.overload_open) {
             (Some(c), Some(d))
                 if c.class == ErrorClass::Throttled(ThrottleKind::ModelOverloaded) =>

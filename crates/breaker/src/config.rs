@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_bedrock_core::ErrorClass;
+use tower_bedrock_core::{ErrorClass, UnavailableKind};
 
 use crate::error::ConfigError;
 use crate::key::{KeyFn, ModelIdKey};
@@ -27,15 +27,24 @@ pub enum Outcome {
 ///
 /// | class | outcome |
 /// |---|---|
-/// | `Unavailable(_)` (service, network, connection pool) | failure |
+/// | `Unavailable(Service \| Network)` | failure |
+/// | `Unavailable(ConnectionPool)` | ignored (counted in `bedrock_connection_pool_exhausted_total`) |
 /// | `ModelTimeout` | failure |
 /// | `Throttled(ModelOverloaded)`, `Throttled(ModelNotReady)` | failure |
 /// | `Throttled(RequestRate \| TokenRate \| Unspecified)` | ignored, or failure when `count_rate_throttles` |
 /// | `QuotaExceeded`, `Client(_)`, `Local(_)`, `Unknown` | ignored |
 ///
-/// Health failures are those of [`ErrorClass::is_health_failure`]: rate
-/// throttles are quota, not health, so they are ignored unless asked.
+/// Health failures are those of [`ErrorClass::is_health_failure`] but a
+/// full connection pool: rate throttles are quota, not health, so they are
+/// ignored unless asked; `Unavailable(ConnectionPool)` ("too many
+/// connections") says the client's pool, or the server's connection
+/// limit, is full, not that the model is sick. Opening the model's breaker
+/// for it would fail every call fast while the cure is on the client's
+/// side: share one client and cap its connections below Bedrock's limit.
 pub fn default_outcome(class: ErrorClass, count_rate_throttles: bool) -> Outcome {
+    if class == ErrorClass::Unavailable(UnavailableKind::ConnectionPool) {
+        return Outcome::Ignored;
+    }
     if class.is_health_failure() || (count_rate_throttles && class.is_rate_throttle()) {
         Outcome::Failure
     } else {
@@ -76,6 +85,24 @@ pub(crate) struct Config {
     pub(crate) busy_retry_after: Duration,
 }
 
+/// Default open time after a first trip.
+pub const DEFAULT_OPEN_DURATION: Duration = Duration::from_secs(5);
+/// Default cap on the open time as it grows over trips in a row: 30 s.
+///
+/// A 503 storm or an overload ends when it ends; a breaker that keeps a
+/// model shut for minutes after that fails calls for nothing. With 5 s
+/// doubling to 30 s, a breaker lets probes through at most about 30 s
+/// after the service recovered (and callers waiting it out, see the retry
+/// crate's `CircuitWait`, wait at most that long).
+pub const DEFAULT_MAX_OPEN_DURATION: Duration = Duration::from_secs(30);
+/// Default number of half-open probes.
+pub const DEFAULT_HALF_OPEN_PROBES: u32 = 3;
+/// Default share of the probes that must succeed to close: one half,
+/// rounded up, so 2 of 3. A model answering most calls again is closed
+/// on; one unlucky probe of three (a 50 %-503 storm fails one call in two)
+/// does not reopen the breaker and double its open time.
+pub const DEFAULT_HALF_OPEN_SUCCESS_RATE: f64 = 0.5;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -84,12 +111,12 @@ impl Default for Config {
             slow: None,
             window: WindowConfig::Count(20),
             minimum_calls: 10,
-            open_base: Duration::from_secs(5),
-            open_max: Duration::from_secs(120),
+            open_base: DEFAULT_OPEN_DURATION,
+            open_max: DEFAULT_MAX_OPEN_DURATION,
             open_multiplier: 2.0,
             open_jitter: 0.1,
-            half_open_probes: 3,
-            half_open_success_rate: 1.0,
+            half_open_probes: DEFAULT_HALF_OPEN_PROBES,
+            half_open_success_rate: DEFAULT_HALF_OPEN_SUCCESS_RATE,
             overload_open: None,
             count_rate_throttles: false,
             classify: None,
@@ -198,8 +225,9 @@ impl Config {
 ///
 /// Defaults: failure rate >= 50 % over the last 20 counted calls with at
 /// least 10 calls; no consecutive-failure or slow-call rule; open for 5 s,
-/// doubling on every trip in a row up to 120 s, up to 10 % shorter at
-/// random; 3 half-open probes that must all succeed; rate throttles ignored;
+/// doubling on every trip in a row up to 30 s, up to 10 % shorter at
+/// random; 3 half-open probes of which 2 must succeed; rate throttles and
+/// full connection pools ignored;
 /// no overload rule; at most 1024 breakers, each dropped after 10 minutes
 /// idle.
 #[derive(Debug, Clone)]
@@ -546,7 +574,6 @@ mod tests {
         let failures = [
             C::Unavailable(UnavailableKind::Service),
             C::Unavailable(UnavailableKind::Network),
-            C::Unavailable(UnavailableKind::ConnectionPool),
             C::ModelTimeout,
             C::Throttled(ThrottleKind::ModelOverloaded),
             C::Throttled(ThrottleKind::ModelNotReady),
@@ -557,6 +584,7 @@ mod tests {
             C::Throttled(ThrottleKind::Unspecified),
         ];
         let ignored = [
+            C::Unavailable(UnavailableKind::ConnectionPool),
             C::QuotaExceeded,
             C::Client(ClientKind::Validation),
             C::Client(ClientKind::NotFound),

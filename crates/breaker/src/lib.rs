@@ -14,22 +14,34 @@
 //! - **Open**: calls are rejected at once with `Local(CircuitOpen)` and the
 //!   time until the breaker probes again, without touching the inner
 //!   service. The open duration grows on trips in a row, capped, jittered
-//!   (seeded RNG).
-//! - **Half-open**: exactly N probes pass at once; the others are rejected.
-//!   Enough successes close it, too many failures reopen it. A dropped
-//!   probe frees its slot.
+//!   (seeded RNG): 5 s, doubling, at most 30 s by default, so a breaker
+//!   lets calls through again soon after the service recovers.
+//! - **Half-open**: exactly N probes pass at once (3 by default); the
+//!   others are rejected with a short retry hint. Enough successes close it
+//!   (2 of 3 by default: one unlucky probe does not reopen it), too many
+//!   failures reopen it. A dropped probe frees its slot.
 //!
 //! What counts is decided by the error's class ([`default_outcome`]):
-//! unavailability, model timeouts, overload and not-ready are failures;
-//! client errors, quota exceeded, local rejections and unknown errors are
-//! ignored; rate throttles are ignored unless
+//! service and network unavailability, model timeouts, overload and
+//! not-ready are failures; client errors, quota exceeded, local rejections,
+//! unknown errors and a full connection pool (`Unavailable(ConnectionPool)`,
+//! the client's problem, counted in `bedrock_connection_pool_exhausted_total`)
+//! are ignored; rate throttles are ignored unless
 //! [`count_rate_throttles`](CircuitBreakBuilder::count_rate_throttles).
+//!
+//! # Where it sits
+//!
+//! Under the retry layer (`QuotaAlignedRetry`), never above it: every
+//! retry is a call to the model and must be counted, and a retry of a dead
+//! model must be refused without reaching Bedrock. When nothing else can
+//! answer (no fallback chain), the retry layer waits out a refusal
+//! (`CircuitWait` in the retry crate) instead of failing the call.
 //!
 //! A [`CircuitBreakHandle`] reads every breaker and forces them open,
 //! closed, or back to their initial state. Transitions are `tracing` events
 //! and `metrics` (`bedrock_circuit_state{model}`,
 //! `bedrock_circuit_transitions_total{model, from, to}`,
-//! `bedrock_circuit_rejected_total{model}`).
+//! `bedrock_circuit_rejected_total{model}`, `bedrock_connection_pool_exhausted_total{model}`).
 //!
 //! The closed-state path takes a read lock for the map lookup by `&str`,
 //! one atomic load, and a short lock when the call ends: no allocation, no
@@ -104,7 +116,10 @@ mod service;
 mod window;
 
 pub use breaker::{BreakerSnapshot, CircuitState};
-pub use config::{CircuitBreakBuilder, Outcome, default_outcome};
+pub use config::{
+    CircuitBreakBuilder, DEFAULT_HALF_OPEN_PROBES, DEFAULT_HALF_OPEN_SUCCESS_RATE,
+    DEFAULT_MAX_OPEN_DURATION, DEFAULT_OPEN_DURATION, Outcome, default_outcome,
+};
 pub use error::ConfigError;
 pub use handle::CircuitBreakHandle;
 pub use key::{KeyExtractor, KeyFn, ModelIdKey};

@@ -182,7 +182,6 @@ async fn every_health_failure_trips() {
     let failures = [
         ErrorClass::Unavailable(UnavailableKind::Service),
         ErrorClass::Unavailable(UnavailableKind::Network),
-        ErrorClass::Unavailable(UnavailableKind::ConnectionPool),
         ErrorClass::ModelTimeout,
         ErrorClass::Throttled(ThrottleKind::ModelOverloaded),
         ErrorClass::Throttled(ThrottleKind::ModelNotReady),
@@ -192,6 +191,62 @@ async fn every_health_failure_trips() {
         fail_n(&mut svc, &model, class, 1).await;
         assert_eq!(state(&h, &model), CircuitState::Open, "{class} trips");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_connection_pool_is_not_a_model_failure() {
+    // "Too many connections" is the client's pool (or the server's
+    // connection cap), not the model: before, 8 of them in a row opened
+    // the model's breaker and every following call failed fast.
+    let pool = ErrorClass::Unavailable(UnavailableKind::ConnectionPool);
+    let (mut svc, mock, h) = build(CircuitBreakLayer::builder().consecutive_failures(3));
+    fail_n(&mut svc, "m", pool, 30).await;
+    let s = h.get("m").unwrap();
+    assert_eq!((s.state, s.calls, s.failures), (CircuitState::Closed, 0, 0));
+    ok_n(&mut svc, "m", 1).await;
+    assert_eq!(mock.calls(), 31);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_bad_probe_of_three_does_not_reopen_with_the_defaults() {
+    // Defaults but the jitter: 3 probes, 2 must succeed. Before, every
+    // probe had to succeed, and one unlucky probe in a 50 %-503 storm
+    // reopened the breaker for twice as long.
+    let (mut svc, _mock, h) = build(
+        CircuitBreakLayer::builder()
+            .disable_failure_rate()
+            .consecutive_failures(1),
+    );
+    fail_n(&mut svc, "m", UNAVAILABLE, 1).await;
+    assert_eq!(h.get("m").unwrap().retry_after, Some(secs(5)));
+    tokio::time::advance(secs(5)).await;
+    fail_n(&mut svc, "m", UNAVAILABLE, 1).await;
+    assert_eq!(state(&h, "m"), CircuitState::HalfOpen);
+    ok_n(&mut svc, "m", 2).await;
+    assert_eq!(state(&h, "m"), CircuitState::Closed);
+    assert_eq!(h.get("m").unwrap().trips, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_open_time_is_capped_at_thirty_seconds() {
+    // Before, the cap was 120 s: 5, 10, 20, 40, 80, 120 s kept a breaker
+    // open minutes past a recovery.
+    let (mut svc, _mock, h) = build(
+        CircuitBreakLayer::builder()
+            .disable_failure_rate()
+            .consecutive_failures(1)
+            .half_open_probes(1),
+    );
+    let mut open_for = Vec::new();
+    fail_n(&mut svc, "m", UNAVAILABLE, 1).await;
+    for _ in 0..6 {
+        let after = h.get("m").unwrap().retry_after.unwrap();
+        open_for.push(after.as_secs());
+        tokio::time::advance(after).await;
+        // The probe fails: open again, for longer.
+        fail_n(&mut svc, "m", UNAVAILABLE, 1).await;
+    }
+    assert_eq!(open_for, [5, 10, 20, 30, 30, 30]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -311,6 +366,7 @@ async fn half_open_admits_exactly_n_of_1000_concurrent_callers() {
 fn half_open_admits_exactly_n_across_threads() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
+        .enable_time()
         .build()
         .unwrap();
     rt.block_on(async {
@@ -341,10 +397,19 @@ fn half_open_admits_exactly_n_across_threads() {
             }));
         }
         // Every caller either got a probe slot (and waits at the gate) or
-        // was rejected; wait until all 1000 are accounted for.
-        while mock.calls() + rejected.load(std::sync::atomic::Ordering::SeqCst) < 1000 {
-            tokio::task::yield_now().await;
-        }
+        // was rejected; wait until all 1000 are accounted for. Bounded: a
+        // regression that loses a caller fails here instead of hanging.
+        let accounted = tokio::time::timeout(Duration::from_secs(30), async {
+            while mock.calls() + rejected.load(std::sync::atomic::Ordering::SeqCst) < 1000 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(
+            accounted.is_ok(),
+            "only {} of 1000 callers were admitted or rejected",
+            mock.calls() + rejected.load(std::sync::atomic::Ordering::SeqCst)
+        );
         assert_eq!(mock.calls(), 7);
         assert_eq!(rejected.load(std::sync::atomic::Ordering::SeqCst), 993);
         mock.open_gate();
@@ -514,6 +579,7 @@ async fn overload_opens_at_once_until_an_instant() {
     let (mut svc, mock, h) = build(
         CircuitBreakLayer::builder()
             .minimum_calls(10)
+            .max_open_duration(secs(120))
             .open_on_overload(secs(30)),
     );
     ok_n(&mut svc, "m", 3).await;
@@ -589,6 +655,7 @@ async fn idle_breakers_expire() {
             .disable_failure_rate()
             .consecutive_failures(1)
             .open_duration(secs(100))
+            .max_open_duration(secs(100))
             .idle_timeout(secs(60)),
     );
     ok_n(&mut svc, "a", 1).await;

@@ -149,3 +149,37 @@ fn transitions_and_rejections_are_counted_per_model() {
         None
     );
 }
+
+#[test]
+fn full_connection_pools_are_counted_per_model_apart_from_failures() {
+    let capture = Capture::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let pool = tower_bedrock_core::ErrorClass::Unavailable(
+        tower_bedrock_core::UnavailableKind::ConnectionPool,
+    );
+    metrics::with_local_recorder(&capture, || {
+        rt.block_on(async {
+            let layer = CircuitBreakLayer::builder()
+                .consecutive_failures(1)
+                .build()
+                .unwrap();
+            let mut svc = layer.layer(Mock::default());
+            for _ in 0..4 {
+                send(&mut svc, "m", fail(pool)).await.unwrap_err();
+            }
+            send(&mut svc, "m", Answer::Ok).await.unwrap();
+        })
+    });
+    assert_eq!(
+        capture.get(&format!("{}{{model=m}}", names::CONNECTION_POOL_EXHAUSTED)),
+        Some(4)
+    );
+    assert_eq!(
+        capture.get(&format!("{}{{model=m}}", names::CIRCUIT_STATE)),
+        Some(0)
+    );
+}
