@@ -1,246 +1,342 @@
 //! The shipped monitoring (`monitoring/prometheus/bedrock-alerts.yml` and
-//! `monitoring/grafana/bedrock-dashboard.json`) names only metrics and
-//! labels that the code emits.
+//! `monitoring/grafana/bedrock-dashboard.json`) lights up with the code a
+//! user writes.
 //!
-//! A recording `metrics` recorder captures every metric the preset stack
-//! registers while a scripted mock Bedrock walks it through throttles,
-//! 503s, retries (until the retry budget runs out), budget waits and sheds,
-//! an open breaker and a fallback. Every metric an alert or a panel
-//! queries must be among them, with the labels it filters or groups by
-//! (`region` is attached per process by the scrape or the exporter, `le`
-//! by Prometheus histograms). Each alert also needs a severity and a
-//! runbook, and the seed's six alarms must all be there.
+//! Each scenario runs a real stack over the real `aws-sdk-bedrockruntime`
+//! client against the in-process emulator on 127.0.0.1, records its
+//! metrics with the axum example's Prometheus exporter (the same builder:
+//! histogram buckets, the `region` global label), renders the exposition
+//! text a scrape would read, and checks every series that an alert, a
+//! panel or a dashboard variable queries, exactly as written (`_bucket`
+//! included), with the labels and label values it selects or groups by.
+//!
+//! The stacks: the README's by-hand `ServiceBuilder` stack, the preset
+//! `tower_bedrock::stack()`, and the preset over a Redis budget store (its
+//! own series need a `redis-server` binary; without one that scenario
+//! prints a `skipped:` line, or fails when `REQUIRE_EXTERNAL_TESTS=1`).
+//!
+//! The emulator is a real server, so time is compressed (1 s quota
+//! windows) rather than paused; the assertions are about which series
+//! exist, never about how long anything took.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+#[path = "../examples/axum_gateway.rs"]
+mod gateway;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use tower::{Service, ServiceExt};
+use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, Message,
+};
+use metrics_exporter_prometheus::PrometheusRecorder;
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_bedrock::breaker::CircuitBreakLayer;
 use tower_bedrock::budget::{Budget, Limits};
-use tower_bedrock::classify::{ThrottleClassifyLayer, classify_parts};
-use tower_bedrock::core::{CallReport, ModelRequest, ReportsUsage, TokenDemand, Usage, names};
-use tower_bedrock::fallback::Chain;
-use tower_bedrock::retry::{QuotaAlignedRetryLayer, RetryBudgetConfig};
+use tower_bedrock::classify::ThrottleClassifyLayer;
+use tower_bedrock::core::{Classified, ErrorClass, UnavailableKind, names};
+use tower_bedrock::fallback::{Chain, ModelFallbackLayer};
+use tower_bedrock::observe::InvocationMetricsLayer;
+use tower_bedrock::retry::{
+    Backoff, ClassPolicy, Jitter, ModelRequestReport, QuotaAlignedRetryLayer, RetryBudgetConfig,
+};
+use tower_bedrock::sdk::{BedrockClientBuilder, BedrockService, ConverseRequest};
+use tower_bedrock_budget_redis::RedisStore;
+use tower_bedrock_emulator::{Emulator, EmulatorConfig, EmulatorHandle, FaultKind, FaultRule};
 
 const RULES: &str = include_str!("../monitoring/prometheus/bedrock-alerts.yml");
 const DASHBOARD: &str = include_str!("../monitoring/grafana/bedrock-dashboard.json");
 
-/// Labels that are not emitted by the code: `region` is attached per
-/// process, `le` belongs to Prometheus histogram buckets.
-const EXTERNAL_LABELS: [&str; 2] = ["region", "le"];
+const REGION: &str = "us-east-1";
+const WINDOW: Duration = Duration::from_secs(1);
 
-// ---------------------------------------------------------------- capture
+/// The fallback chain's primary: throttled once, then failing with 503s
+/// until its breaker opens.
+const PRIMARY: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+/// The chain's second target, always healthy.
+const SECONDARY: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+/// Holds the emulator's only connection slot while `POOLED` asks for one.
+const HOLDER: &str = "amazon.nova-pro-v1:0";
+/// Refused with 503 "Too many connections".
+const POOLED: &str = "amazon.nova-micro-v1:0";
+/// A small token budget of its own: waits and sheds.
+const SCARCE: &str = "amazon.nova-lite-v1:0";
 
-type Seen = Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>;
+// ---------------------------------------------------------------- exposition
 
-#[derive(Default)]
-struct Capture(Seen);
+/// One series of a Prometheus text exposition: its labels.
+type Labels = BTreeMap<String, String>;
 
-impl Capture {
-    fn note(&self, key: &Key) {
-        let mut seen = self.0.lock().unwrap();
-        let labels = seen.entry(key.name().to_owned()).or_default();
-        for l in key.labels() {
-            labels.insert(l.key().to_owned());
+/// The series of an exposition, by name (`_bucket`, `_sum`, `_count` are
+/// names of their own, as a scrape stores them).
+#[derive(Debug, Default)]
+struct Exposition(BTreeMap<String, Vec<Labels>>);
+
+impl Exposition {
+    /// Parses the text format (`name{label="value",...} number` lines;
+    /// comments skipped).
+    fn parse(text: &str) -> Exposition {
+        let mut out: BTreeMap<String, Vec<Labels>> = BTreeMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let name_end = line
+                .find(['{', ' '])
+                .expect("a name, then labels or a value");
+            let name = &line[..name_end];
+            let mut labels = Labels::new();
+            if line[name_end..].starts_with('{') {
+                let mut rest = &line[name_end + 1..];
+                loop {
+                    rest = rest.trim_start_matches(',');
+                    if let Some(after) = rest.strip_prefix('}') {
+                        rest = after;
+                        break;
+                    }
+                    let eq = rest.find("=\"").expect("label=\"value\"");
+                    let key = rest[..eq].to_owned();
+                    let mut value = String::new();
+                    let mut chars = rest[eq + 2..].char_indices();
+                    let end = loop {
+                        match chars.next().expect("closed label value") {
+                            (_, '\\') => {
+                                let (_, c) = chars.next().expect("escaped character");
+                                value.push(if c == 'n' { '\n' } else { c });
+                            }
+                            (i, '"') => break eq + 2 + i + 1,
+                            (_, c) => value.push(c),
+                        }
+                    };
+                    labels.insert(key, value);
+                    rest = &rest[end..];
+                }
+                assert!(!rest.trim().is_empty(), "no value in {line}");
+            }
+            out.entry(name.to_owned()).or_default().push(labels);
+        }
+        Exposition(out)
+    }
+
+    fn series(&self, name: &str) -> &[Labels] {
+        self.0.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The values of `label` over the series whose name starts with
+    /// `prefix`.
+    fn label_values(&self, prefix: &str, label: &str) -> BTreeSet<String> {
+        self.0
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .flat_map(|(_, series)| series.iter().filter_map(|l| l.get(label).cloned()))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- PromQL
+
+fn is_ident(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+/// Metric names in a PromQL expression, exactly as written.
+fn metrics_in(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(pos) = rest.find("bedrock_") {
+        let before_ok = !rest[..pos]
+            .chars()
+            .last()
+            .is_some_and(|c| is_ident(c) || c == '"');
+        let end = rest[pos..]
+            .find(|c: char| !is_ident(c))
+            .map_or(rest.len(), |e| pos + e);
+        if before_ok {
+            out.insert(rest[pos..end].to_owned());
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// A label matcher of a selector.
+#[derive(Debug, PartialEq)]
+struct Matcher {
+    label: String,
+    op: String,
+    value: String,
+}
+
+impl Matcher {
+    /// The literal values a matcher names (`a` for `="a"`, `a`, `b` for
+    /// `=~"a|b"`); none when it depends on a dashboard variable or is
+    /// negative.
+    fn literals(&self) -> Vec<&str> {
+        if self.value.contains('$') || self.op.starts_with('!') {
+            return Vec::new();
+        }
+        match self.op.as_str() {
+            "=" => vec![self.value.as_str()],
+            _ if self
+                .value
+                .chars()
+                .all(|c| is_ident(c) || c == '|' || c == '-') =>
+            {
+                self.value.split('|').collect()
+            }
+            _ => Vec::new(),
         }
     }
-}
 
-impl Recorder for Capture {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        self.note(key);
-        Counter::noop()
-    }
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        self.note(key);
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        self.note(key);
-        Histogram::noop()
-    }
-}
-
-// ---------------------------------------------------------------- mock
-
-const PRIMARY: &str = "anthropic.claude-3-5-sonnet-20241022-v2:0";
-const SECONDARY: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
-const OTHER: &str = "amazon.nova-lite-v1:0";
-
-#[derive(Clone)]
-struct Ask {
-    model: String,
-    input: u64,
-    report: Option<CallReport>,
-}
-
-impl ModelRequest for Ask {
-    fn model_id(&self) -> &str {
-        &self.model
-    }
-    fn set_model_id(&mut self, id: &str) {
-        self.model = id.to_owned();
-    }
-    fn token_demand(&self) -> TokenDemand {
-        TokenDemand {
-            input_tokens: self.input,
-            max_output_tokens: Some(100),
-        }
-    }
-    fn report(&self) -> Option<&CallReport> {
-        self.report.as_ref()
-    }
-}
-
-struct Answer;
-impl ReportsUsage for Answer {
-    fn usage(&self) -> Option<Usage> {
-        Some(Usage::new(100, 20))
-    }
-}
-
-#[derive(Debug)]
-struct WireError(u16, &'static str, &'static str);
-
-/// Replies of the primary model, in order (`None`: success); the
-/// secondary always answers.
-type Script = Arc<Mutex<VecDeque<Option<WireError>>>>;
-
-fn throttle() -> Option<WireError> {
-    Some(WireError(
-        429,
-        "ThrottlingException",
-        "Too many tokens, please wait before trying again.",
-    ))
-}
-fn unavailable() -> Option<WireError> {
-    Some(WireError(
-        503,
-        "ServiceUnavailableException",
-        "Service temporarily unavailable, please try again.",
-    ))
-}
-fn pool() -> Option<WireError> {
-    Some(WireError(
-        503,
-        "ServiceUnavailableException",
-        "Too many connections, please wait before trying again.",
-    ))
-}
-
-async fn call<S>(svc: &mut S, model: &str, input: u64)
-where
-    S: Service<Ask>,
-{
-    let ask = Ask {
-        model: model.to_owned(),
-        input,
-        report: Some(CallReport::new()),
-    };
-    if let Ok(ready) = svc.ready().await {
-        let _ = ready.call(ask).await;
-    }
-}
-
-async fn exercise_the_stack() {
-    let script: Script = Arc::default();
-    let replies = script.clone();
-    let bedrock = tower::service_fn(move |req: Ask| {
-        let reply = if req.model == PRIMARY {
-            replies.lock().unwrap().pop_front().flatten()
-        } else {
-            None
+    /// Whether a series' labels satisfy the matcher (a variable matches
+    /// any value the label has).
+    fn accepts(&self, labels: &Labels) -> bool {
+        let Some(v) = labels.get(&self.label) else {
+            return self.op.starts_with('!');
         };
-        async move {
-            match reply {
-                None => Ok(Answer),
-                Some(e) => Err(e),
+        let literals = self.literals();
+        if self.op.starts_with('!') {
+            return !self.value.split('|').any(|x| x == v);
+        }
+        literals.is_empty() || literals.contains(&v.as_str())
+    }
+}
+
+/// The selectors `metric{matchers}` of an expression (a bare metric has
+/// none), and the labels of its `by (...)` clauses.
+fn selectors_in(expr: &str) -> (Vec<(String, Vec<Matcher>)>, BTreeSet<String>) {
+    let mut selectors: Vec<(String, Vec<Matcher>)> = metrics_in(expr)
+        .into_iter()
+        .map(|m| (m, Vec::new()))
+        .collect();
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let name: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| is_ident(*c))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let close = open + rest[open..].find('}').expect("closed selector");
+        let mut matchers = Vec::new();
+        for m in rest[open + 1..close].split(',') {
+            let m = m.trim();
+            if m.is_empty() {
+                continue;
+            }
+            let label: String = m.chars().take_while(|c| is_ident(*c)).collect();
+            let after = m[label.len()..].trim_start();
+            let op: String = after.chars().take_while(|c| "=!~".contains(*c)).collect();
+            let value = after[op.len()..].trim().trim_matches('"').to_owned();
+            matchers.push(Matcher { label, op, value });
+        }
+        if let Some(slot) = selectors
+            .iter_mut()
+            .find(|(n, ms)| *n == name && ms.is_empty())
+        {
+            slot.1 = matchers;
+        } else {
+            selectors.push((name, matchers));
+        }
+        rest = &rest[close + 1..];
+    }
+    let mut by = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(pos) = rest.find("by (") {
+        let after = &rest[pos + 4..];
+        let close = after.find(')').expect("closed by clause");
+        for l in after[..close].split(',') {
+            by.insert(l.trim().to_owned());
+        }
+        rest = &after[close..];
+    }
+    (selectors, by)
+}
+
+/// Every series `expr` reads exists in the exposition with the labels and
+/// label values it selects and groups by.
+fn check_expr(where_: &str, expr: &str, scrape: &Exposition) {
+    let (selectors, by) = selectors_in(expr);
+    assert!(!selectors.is_empty(), "{where_}: no metric in {expr}");
+    let known = || scrape.0.keys().collect::<Vec<_>>();
+    for (metric, matchers) in &selectors {
+        let series = scrape.series(metric);
+        assert!(
+            !series.is_empty(),
+            "{where_}: no series {metric} in the scrape (it has {:?})",
+            known()
+        );
+        assert!(
+            series.iter().any(|l| matchers.iter().all(|m| m.accepts(l))),
+            "{where_}: no series {metric} matches {matchers:?}: {series:?}"
+        );
+        for m in matchers {
+            assert!(
+                series.iter().any(|l| l.contains_key(&m.label)) || m.op.starts_with('!'),
+                "{where_}: {metric} has no label {} ({series:?})",
+                m.label
+            );
+            for value in m.literals() {
+                assert!(
+                    series
+                        .iter()
+                        .any(|l| l.get(&m.label).map(String::as_str) == Some(value)),
+                    "{where_}: no series {metric}{{{}=\"{value}\"}} ({series:?})",
+                    m.label
+                );
             }
         }
-    });
-    let budget = Budget::builder()
-        .tokens_per_window(100_000)
-        .key_limits(OTHER, Limits::tokens(1_000))
-        .max_wait(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let tenant = budget.tenant("app-a", 1).unwrap();
-    let layer = tower_bedrock::stack()
-        .seed(11)
-        .fallback_chain(Chain::new().then(PRIMARY).then(SECONDARY))
-        .retry(
-            QuotaAlignedRetryLayer::builder()
-                .seed(11)
-                .retry_budget(
-                    RetryBudgetConfig::new()
-                        .capacity(10)
-                        .retry_cost(5)
-                        .success_refill(0),
-                )
-                .build()
-                .unwrap(),
-        )
-        .breaker(
-            CircuitBreakLayer::builder()
-                .consecutive_failures(4)
-                .build()
-                .unwrap(),
-        )
-        .budget(tenant.layer())
-        .classify(
-            ThrottleClassifyLayer::new()
-                .classifier(|e: &WireError| classify_parts(Some(e.0), Some(e.1), Some(e.2))),
-        )
-        .into_layer()
-        .unwrap();
-    let mut svc = layer.boxed(bedrock);
-
-    // A throttle, retried after the window: invocations, errors, throttles,
-    // retries, budget utilisation, tokens, latency.
-    script.lock().unwrap().extend([throttle(), None]);
-    call(&mut svc, PRIMARY, 100).await;
-    // A connection-pool 503, retried.
-    script.lock().unwrap().extend([pool(), None]);
-    call(&mut svc, PRIMARY, 100).await;
-    // Service 503s until the retry budget (10 tokens, 5 per retry, no
-    // refill) is spent and the breaker (4 in a row) opens: retry budget
-    // exhausted, breaker transitions, then a fallback to the secondary.
-    script
-        .lock()
-        .unwrap()
-        .extend([unavailable(), unavailable(), unavailable(), unavailable()]);
-    call(&mut svc, PRIMARY, 100).await;
-    call(&mut svc, PRIMARY, 100).await;
-    // The breaker is open: rejected at once, served by the fallback.
-    call(&mut svc, PRIMARY, 100).await;
-    // Budget pressure on a third model: a call reserves its whole window
-    // (900 + 100 of 1,000) and settles to 920; the next waits for room
-    // (budget wait) and is shed after its maximum wait of 1 s.
-    call(&mut svc, OTHER, 900).await;
-    call(&mut svc, OTHER, 900).await;
-}
-
-fn emitted() -> BTreeMap<String, BTreeSet<String>> {
-    let capture = Capture::default();
-    let seen = capture.0.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    {
-        let _guard = metrics::set_default_local_recorder(&capture);
-        rt.block_on(exercise_the_stack());
     }
-    seen.lock().unwrap().clone()
+    for label in &by {
+        assert!(
+            selectors
+                .iter()
+                .any(|(m, _)| scrape.series(m).iter().any(|l| l.contains_key(label))),
+            "{where_}: no series of `{expr}` has the label {label}"
+        );
+    }
 }
 
-// ---------------------------------------------------------------- parsing
+/// A `label_values({__name__=~"prefix.+", ...}, label)` variable: the
+/// values it offers in this scrape.
+fn variable_values(query: &str, scrape: &Exposition) -> BTreeSet<String> {
+    let inner = query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a label_values query: {query}"));
+    let (selector, label) = inner.rsplit_once(',').expect("selector, label");
+    let (selectors, _) = selectors_in(&format!("x{}", selector.trim()));
+    let matchers = &selectors
+        .iter()
+        .find(|(n, _)| n == "x")
+        .expect("a selector")
+        .1;
+    let name = matchers
+        .iter()
+        .find(|m| m.label == "__name__" && m.op == "=~")
+        .unwrap_or_else(|| panic!("{query}: select the stack's series by name"));
+    let prefix = name
+        .value
+        .strip_suffix(".+")
+        .filter(|p| p.chars().all(is_ident))
+        .unwrap_or_else(|| panic!("{query}: name regex should be `prefix.+`"));
+    let others: Vec<&Matcher> = matchers.iter().filter(|m| m.label != "__name__").collect();
+    scrape
+        .0
+        .iter()
+        .filter(|(n, _)| n.starts_with(prefix))
+        .flat_map(|(_, series)| series.iter())
+        .filter(|l| others.iter().all(|m| m.accepts(l)))
+        .filter_map(|l| l.get(label.trim()).cloned())
+        .collect()
+}
+
+// ---------------------------------------------------------------- rules and dashboard
 
 #[derive(Debug, Default)]
 struct Alert {
@@ -304,158 +400,549 @@ fn parse_rules(text: &str) -> Vec<Alert> {
     alerts
 }
 
-fn is_ident(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+fn dashboard() -> serde_json::Value {
+    serde_json::from_str(DASHBOARD).expect("valid JSON")
 }
 
-/// A series name without the suffixes Prometheus adds to histograms.
-fn base_name(name: &str) -> &str {
-    ["_bucket", "_sum", "_count"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name)
-}
-
-/// Metric names in a PromQL expression, without histogram suffixes.
-fn metrics_in(expr: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(pos) = rest.find("bedrock_") {
-        let before_ok = pos == 0 || !is_ident(rest[..pos].chars().last().unwrap());
-        let end = rest[pos..]
-            .find(|c: char| !is_ident(c))
-            .map_or(rest.len(), |e| pos + e);
-        if before_ok {
-            out.insert(base_name(&rest[pos..end]).to_owned());
+/// Every (place, expression) of the dashboard's panels.
+fn panel_queries() -> Vec<(String, String)> {
+    let d = dashboard();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        let title = p["title"].as_str().unwrap_or("?");
+        for t in p["targets"].as_array().expect("targets") {
+            out.push((
+                format!("panel {title:?}"),
+                t["expr"].as_str().expect("expr").to_owned(),
+            ));
         }
-        rest = &rest[end..];
     }
     out
 }
 
-/// `(metric, label)` pairs of the selectors `metric{label="..."}` in an
-/// expression, and the labels of its `by (...)` clauses.
-fn labels_in(expr: &str) -> (Vec<(String, String)>, BTreeSet<String>) {
-    let mut selectors = Vec::new();
-    let mut rest = expr;
-    while let Some(open) = rest.find('{') {
-        let name: String = rest[..open]
-            .chars()
-            .rev()
-            .take_while(|c| is_ident(*c))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        let close = rest[open..]
-            .find('}')
-            .map(|c| open + c)
-            .expect("closed selector");
-        for matcher in rest[open + 1..close].split(',') {
-            let label: String = matcher
-                .trim()
-                .chars()
-                .take_while(|c| is_ident(*c))
-                .collect();
-            if !label.is_empty() {
-                selectors.push((base_name(&name).to_owned(), label));
-            }
-        }
-        rest = &rest[close + 1..];
-    }
-    let mut by = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(pos) = rest.find("by (") {
-        let after = &rest[pos + 4..];
-        let close = after.find(')').expect("closed by clause");
-        for l in after[..close].split(',') {
-            by.insert(l.trim().to_owned());
-        }
-        rest = &after[close..];
-    }
-    (selectors, by)
+/// The dashboard's query variables: (name, query).
+fn variables() -> Vec<(String, String)> {
+    let d = dashboard();
+    d["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter(|v| v["type"] == "query")
+        .map(|v| {
+            let q = &v["query"];
+            let query = q["query"].as_str().or(q.as_str()).expect("variable query");
+            (
+                v["name"].as_str().expect("name").to_owned(),
+                query.to_owned(),
+            )
+        })
+        .collect()
 }
 
-fn check_expr(where_: &str, expr: &str, emitted: &BTreeMap<String, BTreeSet<String>>) {
-    let metrics = metrics_in(expr);
-    assert!(!metrics.is_empty(), "{where_}: no metric in {expr}");
-    for m in &metrics {
-        assert!(
-            emitted.contains_key(m),
-            "{where_}: metric {m} is not emitted by the code (emitted: {:?})",
-            emitted.keys().collect::<Vec<_>>()
-        );
-    }
-    let (selectors, by) = labels_in(expr);
-    for (metric, label) in selectors {
-        if EXTERNAL_LABELS.contains(&label.as_str()) {
-            continue;
-        }
-        let known = emitted.get(&metric).map(|l| l.contains(&label));
-        assert_eq!(
-            known,
-            Some(true),
-            "{where_}: {metric} has no label {label} (it has {:?})",
-            emitted.get(&metric)
-        );
-    }
-    for label in by {
-        if EXTERNAL_LABELS.contains(&label.as_str()) {
-            continue;
-        }
-        assert!(
-            metrics
-                .iter()
-                .any(|m| emitted.get(m).is_some_and(|l| l.contains(&label))),
-            "{where_}: no metric of `{expr}` has the label {label}"
-        );
-    }
+/// The series the alerts and the panels read.
+fn queried_series() -> BTreeSet<String> {
+    parse_rules(RULES)
+        .iter()
+        .map(|a| a.expr.clone())
+        .chain(panel_queries().into_iter().map(|(_, e)| e))
+        .flat_map(|e| metrics_in(&e))
+        .collect()
 }
 
-// ---------------------------------------------------------------- tests
+/// Series of the Redis budget store (present only when a store is).
+fn is_store_series(name: &str) -> bool {
+    name.starts_with("bedrock_budget_store_")
+}
 
-#[test]
-fn every_metric_the_alerts_and_the_dashboard_query_is_emitted() {
-    let emitted = emitted();
-    // The capture itself saw the whole stack at work.
-    for name in [
-        names::INVOCATIONS,
-        names::INVOCATION_ERRORS,
-        names::INVOCATION_THROTTLES,
-        names::RETRIES,
-        names::RETRY_BUDGET_EXHAUSTED,
-        names::BUDGET_UTILIZATION,
-        names::BUDGET_WAITS,
-        names::BUDGET_SHEDS,
-        names::CIRCUIT_STATE,
-        names::CIRCUIT_REJECTED,
-        names::FALLBACKS,
-        names::DEGRADED_SERVED,
-    ] {
-        assert!(
-            emitted.contains_key(name),
-            "{name} not captured: {emitted:?}"
-        );
-    }
-
+/// Checks every alert, panel and variable against a scrape; `with_store`:
+/// the scrape includes a Redis budget store.
+fn check_scrape(scrape: &Exposition, with_store: bool) {
+    let applies = |expr: &str| with_store || !metrics_in(expr).iter().any(|m| is_store_series(m));
     let alerts = parse_rules(RULES);
     assert!(alerts.len() >= 6, "{alerts:?}");
-    for a in &alerts {
-        check_expr(&a.name, &a.expr, &emitted);
+    for a in alerts.iter().filter(|a| applies(&a.expr)) {
+        check_expr(&format!("alert {}", a.name), &a.expr, scrape);
+    }
+    for (place, expr) in panel_queries().iter().filter(|(_, e)| applies(e)) {
+        check_expr(place, expr, scrape);
+    }
+    // The variables offer the region and every model the stack called,
+    // whichever layers the stack has.
+    let vars: BTreeMap<String, String> = variables().into_iter().collect();
+    let regions = variable_values(&vars["region"], scrape);
+    assert_eq!(regions, BTreeSet::from([REGION.to_owned()]));
+    let models = variable_values(&vars["model"].replace("$region", REGION), scrape);
+    for m in [PRIMARY, SECONDARY, POOLED, SCARCE] {
+        assert!(models.contains(m), "variable model misses {m}: {models:?}");
+    }
+}
+
+// ---------------------------------------------------------------- the stacks at work
+
+async fn emulator() -> EmulatorHandle {
+    Emulator::start(
+        EmulatorConfig::builder()
+            .window(WINDOW)
+            .output_tokens(20)
+            .build()
+            .unwrap(),
+    )
+    .await
+    .expect("emulator starts")
+}
+
+async fn bedrock(e: &EmulatorHandle) -> BedrockService {
+    let client = BedrockClientBuilder::new()
+        .region(REGION)
+        .endpoint_url(e.endpoint_url())
+        .static_credentials("AKIDEXAMPLE", "not-a-secret")
+        .max_connections_per_host(8)
+        .build()
+        .await
+        .expect("SDK client");
+    BedrockService::new(client)
+}
+
+fn converse(model: &str, max_tokens: i32) -> ConverseRequest {
+    ConverseInput::builder()
+        .model_id(model)
+        .messages(
+            Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text("Tell me about quotas.".to_owned()))
+                .build()
+                .unwrap(),
+        )
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(max_tokens)
+                .build(),
+        )
+        .build()
+        .unwrap()
+        .into()
+}
+
+/// The token budget of the scenarios: plenty for every model but
+/// `SCARCE`, which has 1,000 tokens per 1 s window.
+fn budget_builder() -> tower_bedrock::budget::BudgetBuilder {
+    Budget::builder()
+        .window(WINDOW)
+        .tokens_per_window(100_000)
+        .key_limits(SCARCE, Limits::tokens(1_000))
+        .max_wait(Duration::from_secs(3))
+}
+
+/// The retry layer of both stacks: the defaults' classes with waits for a
+/// 1 s window, and a retry budget of two retries that never refills (so
+/// it runs out during the scenario).
+fn retry_layer() -> QuotaAlignedRetryLayer<ModelRequestReport> {
+    let quick = Backoff::exponential(
+        Duration::from_millis(5),
+        Duration::from_millis(20),
+        Jitter::Full,
+    );
+    QuotaAlignedRetryLayer::builder()
+        .window(WINDOW)
+        .seed(7)
+        .hint_range(Duration::from_millis(1), WINDOW)
+        .deadline(Duration::from_secs(10))
+        .rate_throttles(ClassPolicy::retry(
+            2,
+            Backoff::quota_window(Duration::from_millis(10), Duration::from_millis(20)),
+        ))
+        .policy(
+            ErrorClass::Unavailable(UnavailableKind::Service),
+            ClassPolicy::retry(3, quick),
+        )
+        .policy(
+            ErrorClass::Unavailable(UnavailableKind::ConnectionPool),
+            ClassPolicy::retry(3, quick),
+        )
+        .retry_budget(
+            RetryBudgetConfig::new()
+                .capacity(10)
+                .retry_cost(5)
+                .success_refill(0),
+        )
+        .call_options(ModelRequestReport)
+        .build()
+        .unwrap()
+}
+
+/// The breaker of both stacks: opens after 4 failures in a row and stays
+/// open for the rest of the scenario.
+fn breaker_layer() -> CircuitBreakLayer {
+    CircuitBreakLayer::builder()
+        .consecutive_failures(4)
+        .open_duration(Duration::from_secs(20))
+        .seed(7)
+        .build()
+        .unwrap()
+}
+
+fn chain() -> Chain<ConverseRequest> {
+    Chain::new().then(PRIMARY).then(SECONDARY)
+}
+
+/// What each call ended with, for the scenario's own checks.
+#[derive(Debug, Default)]
+struct Outcomes(Vec<(&'static str, Result<(), ErrorClass>)>);
+
+/// Walks a stack through what the monitoring watches: a throttle retried
+/// after the window, a connection-pool 503, service 503s until the retry
+/// budget runs out and the breaker opens (the fallback serves), a budget
+/// wait and a budget shed.
+async fn exercise<S>(svc: S, e: &EmulatorHandle) -> Outcomes
+where
+    S: Service<ConverseRequest> + Clone + Send + 'static,
+    S::Error: Classified + Send + std::fmt::Debug,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    let mut out = Outcomes::default();
+    let call = |model: &'static str, max_tokens: i32| {
+        let svc = svc.clone();
+        async move {
+            svc.oneshot(converse(model, max_tokens))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.classification().class)
+        }
+    };
+
+    // A token-rate throttle, retried after the next window opens.
+    e.set_faults(vec![
+        FaultRule::new(FaultKind::TooManyTokens)
+            .model(PRIMARY)
+            .count(1),
+    ])
+    .unwrap();
+    out.0.push((PRIMARY, call(PRIMARY, 100).await));
+
+    // Connection pool: the emulator takes one request at a time, one call
+    // holds it (stalled), another is refused with 503 "Too many
+    // connections", retried, and out of retries while the holder holds.
+    e.set_max_connections(Some(1)).unwrap();
+    e.set_faults(vec![
+        FaultRule::new(FaultKind::Stall { ms: 1_500 })
+            .model(HOLDER)
+            .count(1),
+    ])
+    .unwrap();
+    let holder = tokio::spawn(call(HOLDER, 100));
+    let mut polls = 0;
+    while e.counters().in_flight == 0 {
+        polls += 1;
+        assert!(polls < 500, "the holder never reached the emulator");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    out.0.push((POOLED, call(POOLED, 100).await));
+    out.0.push((HOLDER, holder.await.unwrap()));
+    e.set_max_connections(None).unwrap();
+
+    // Service 503s on the primary: the retry budget runs out, the breaker
+    // opens after 4 failures in a row, the fallback serves every call, the
+    // last one refused by the open breaker without reaching Bedrock.
+    e.set_faults(vec![FaultRule::new(FaultKind::Unavailable).model(PRIMARY)])
+        .unwrap();
+    for _ in 0..5 {
+        out.0.push((PRIMARY, call(PRIMARY, 100).await));
+    }
+    e.clear_faults();
+
+    // Budget pressure on SCARCE (1,000 tokens per window): two calls at
+    // once each reserve about 900 tokens, so one waits for the other to
+    // settle; a call that could never fit is shed at once.
+    let (a, b) = tokio::join!(call(SCARCE, 900), call(SCARCE, 900));
+    out.0.push((SCARCE, a));
+    out.0.push((SCARCE, b));
+    out.0.push((SCARCE, call(SCARCE, 5_000).await));
+    out
+}
+
+/// The scenario's own outcomes: what the monitoring should show happened.
+fn check_outcomes(out: &Outcomes) {
+    let by_model = |m: &str| -> Vec<&Result<(), ErrorClass>> {
+        out.0
+            .iter()
+            .filter(|(x, _)| *x == m)
+            .map(|(_, r)| r)
+            .collect()
+    };
+    // Every call to the primary was answered (after a retry, or by the
+    // fallback).
+    assert!(by_model(PRIMARY).iter().all(|r| r.is_ok()), "{out:?}");
+    assert_eq!(by_model(HOLDER), vec![&Ok(())], "{out:?}");
+    let scarce = by_model(SCARCE);
+    assert_eq!(&scarce[..2], &[&Ok(()), &Ok(())], "{out:?}");
+    assert!(
+        matches!(scarce[2], Err(ErrorClass::Local(_))),
+        "the oversized call is shed: {out:?}"
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // One thread: the thread-local recorder sees every task of the
+    // scenario (the stack's, the SDK's and the emulator's).
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The exposition of `recorder` after `scenario` ran with it as this
+/// thread's recorder.
+fn scrape_of<F>(recorder: PrometheusRecorder, scenario: F) -> (Exposition, String)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let handle = recorder.handle();
+    {
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        runtime().block_on(scenario);
+    }
+    let text = handle.render();
+    (Exposition::parse(&text), text)
+}
+
+/// Series every stack of the scenario must produce, whatever the
+/// dashboard asks: the whole stack was at work.
+const STACK_SERIES: [&str; 14] = [
+    names::INVOCATIONS,
+    names::INVOCATION_ERRORS,
+    names::INVOCATION_THROTTLES,
+    "bedrock_invocation_latency_seconds_bucket",
+    names::RETRIES,
+    names::RETRY_BUDGET_EXHAUSTED,
+    names::BUDGET_UTILIZATION,
+    names::BUDGET_WAITS,
+    "bedrock_budget_wait_seconds_bucket",
+    names::BUDGET_SHEDS,
+    names::CIRCUIT_STATE,
+    names::CIRCUIT_REJECTED,
+    names::FALLBACKS,
+    names::DEGRADED_SERVED,
+];
+
+fn check_stack_scrape(scrape: &Exposition, text: &str) {
+    for name in STACK_SERIES {
+        assert!(
+            !scrape.series(name).is_empty(),
+            "{name} not in the scrape:\n{text}"
+        );
+    }
+    // Latency is a histogram with buckets (not a summary): `le` bounds up
+    // to +Inf, every series labelled with the region.
+    let buckets = scrape.series("bedrock_invocation_latency_seconds_bucket");
+    assert!(
+        buckets
+            .iter()
+            .any(|l| l.get("le").map(String::as_str) == Some("+Inf"))
+    );
+    assert!(
+        buckets
+            .iter()
+            .all(|l| l.get("region").map(String::as_str) == Some(REGION))
+    );
+    check_scrape(scrape, false);
+}
+
+#[test]
+fn the_readme_by_hand_stack_lights_up_every_alert_and_panel() {
+    let (scrape, text) = scrape_of(gateway::prometheus(REGION), async {
+        let e = emulator().await;
+        let budget = budget_builder().build().unwrap();
+        // The README's "By hand with tower::ServiceBuilder" stack (with
+        // this test's compressed-time retry and breaker settings).
+        let svc = ServiceBuilder::new()
+            .layer(ModelFallbackLayer::new(chain()).unwrap())
+            .layer(retry_layer())
+            .layer(breaker_layer())
+            .layer(budget.layer())
+            .layer(ThrottleClassifyLayer::new())
+            .layer(InvocationMetricsLayer::new())
+            .service(bedrock(&e).await);
+        let out = exercise(svc, &e).await;
+        check_outcomes(&out);
+        e.shutdown().await;
+    });
+    check_stack_scrape(&scrape, &text);
+}
+
+#[test]
+fn the_preset_stack_lights_up_every_alert_and_panel() {
+    let (scrape, text) = scrape_of(gateway::prometheus(REGION), async {
+        let e = emulator().await;
+        let budget = budget_builder().build().unwrap();
+        let svc = tower_bedrock::stack()
+            .window(WINDOW)
+            .seed(7)
+            .fallback_chain(chain())
+            .retry(retry_layer())
+            .breaker(breaker_layer())
+            .token_budget(&budget)
+            .service::<_, ConverseRequest, _>(bedrock(&e).await)
+            .unwrap();
+        let out = exercise(svc, &e).await;
+        check_outcomes(&out);
+        e.shutdown().await;
+    });
+    check_stack_scrape(&scrape, &text);
+}
+
+// ---------------------------------------------------------------- Redis store
+
+/// A `redis-server` child process on a free loopback port, killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one, or says what is missing.
+    fn start() -> Result<RedisServer, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {bin} ({e})"))?;
+        let server = RedisServer {
+            port,
+            child: Some(child),
+        };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!("{bin} did not listen on port {port} within 5 s"))
     }
 
-    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("valid JSON");
-    let panels = dashboard["panels"].as_array().expect("panels");
-    let mut exprs = 0;
-    for p in panels {
-        let title = p["title"].as_str().unwrap_or("?");
-        for t in p["targets"].as_array().expect("targets") {
-            check_expr(title, t["expr"].as_str().expect("expr"), &emitted);
-            exprs += 1;
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
-    assert!(exprs >= panels.len());
 }
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[test]
+fn the_redis_budget_store_lights_up_its_alert_and_panels() {
+    let mut server = match RedisServer::start() {
+        Ok(s) => s,
+        Err(missing) => {
+            let msg = format!(
+                "skipped: monitoring (Redis store): {missing}; install redis-server \
+                 (apt-get install redis-server) or set REDIS_SERVER_BIN"
+            );
+            if std::env::var("REQUIRE_EXTERNAL_TESTS").as_deref() == Ok("1") {
+                panic!("{msg}");
+            }
+            eprintln!("{msg}");
+            return;
+        }
+    };
+    // The store's own thread reports connection state and heartbeats, so
+    // this scenario records through the global recorder (the only test of
+    // this binary that installs one).
+    let recorder = gateway::prometheus(REGION);
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("the only global recorder");
+    let store = RedisStore::builder(format!("redis://127.0.0.1:{}", server.port))
+        .prefix(format!("monitoring-{}", std::process::id()))
+        .region(REGION)
+        .heartbeat(Duration::from_millis(50), Duration::from_secs(2))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert!(
+        store.wait_connected(Duration::from_secs(5)),
+        "Redis answers"
+    );
+    runtime().block_on(async {
+        let e = emulator().await;
+        let budget = budget_builder().build_with_store(store.clone()).unwrap();
+        let svc = tower_bedrock::stack()
+            .window(WINDOW)
+            .seed(7)
+            .fallback_chain(chain())
+            .retry(retry_layer())
+            .breaker(breaker_layer())
+            .token_budget(&budget)
+            .service::<_, ConverseRequest, _>(bedrock(&e).await)
+            .unwrap();
+        let out = exercise(svc.clone(), &e).await;
+        check_outcomes(&out);
+        let live = || {
+            Exposition::parse(&handle.render())
+                .series(names::STORE_LIVE_INSTANCES)
+                .len()
+        };
+        until("a heartbeat", || live() > 0).await;
+        // Redis goes away: the store degrades and admits from its local
+        // share; calls still succeed.
+        server.kill();
+        for _ in 0..3 {
+            svc.clone()
+                .oneshot(converse(SECONDARY, 100))
+                .await
+                .expect("served from the local share");
+        }
+        let degraded = || {
+            Exposition::parse(&handle.render())
+                .series(names::STORE_LOCAL_ADMISSIONS)
+                .len()
+        };
+        until("a local admission", || degraded() > 0).await;
+        e.shutdown().await;
+    });
+    let text = handle.render();
+    let scrape = Exposition::parse(&text);
+    for name in [
+        names::STORE_DEGRADED,
+        names::STORE_DEGRADED_TRANSITIONS,
+        names::STORE_LOCAL_ADMISSIONS,
+        names::STORE_LIVE_INSTANCES,
+    ] {
+        assert!(!scrape.series(name).is_empty(), "{name}:\n{text}");
+    }
+    let queried = queried_series();
+    assert!(
+        queried.iter().any(|m| is_store_series(m)),
+        "the monitoring watches the Redis store: {queried:?}"
+    );
+    check_scrape(&scrape, true);
+}
+
+// ---------------------------------------------------------------- the files themselves
 
 #[test]
 fn every_alert_has_a_severity_and_a_runbook_and_the_seed_alarms_are_there() {
@@ -479,12 +966,12 @@ fn every_alert_has_a_severity_and_a_runbook_and_the_seed_alarms_are_there() {
     // Many throttles in 5 minutes.
     assert!(find("BedrockManyThrottles").expr.contains("[5m]"));
     // Throttles non-zero for several periods.
-    assert!(RULES.contains("alert: BedrockThrottlesSustained"));
     assert!(
         find("BedrockThrottlesSustained")
             .expr
             .contains("bedrock_invocation_throttles_total")
     );
+    assert!(RULES.contains("alert: BedrockThrottlesSustained\n        expr: |\n          sum by (model, region) (rate(bedrock_invocation_throttles_total[1m])) > 0\n        for: 5m"));
     // Quota utilisation above 80 %.
     assert!(find("BedrockQuotaUtilizationHigh").expr.contains("> 0.8"));
     // Success rate under 95 % over 10 minutes.
@@ -499,18 +986,22 @@ fn every_alert_has_a_severity_and_a_runbook_and_the_seed_alarms_are_there() {
             .expr
             .contains("connection_pool")
     );
+    // The Redis budget store running on its local share.
+    assert!(
+        find("BedrockBudgetStoreDegraded")
+            .expr
+            .contains(names::STORE_DEGRADED)
+    );
 }
 
 #[test]
 fn the_dashboard_keeps_429_and_503_apart_by_model_and_region() {
-    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("valid JSON");
-    let panels = dashboard["panels"].as_array().expect("panels");
-    let expr_of = |needle: &str| -> Vec<String> {
+    let panels = panel_queries();
+    let expr_of = |needle: &str| -> Vec<&String> {
         panels
             .iter()
-            .filter(|p| p["title"].as_str().unwrap_or("").contains(needle))
-            .flat_map(|p| p["targets"].as_array().unwrap().iter())
-            .map(|t| t["expr"].as_str().unwrap().to_owned())
+            .filter(|(p, _)| p.contains(needle))
+            .map(|(_, e)| e)
             .collect()
     };
     let throttles = expr_of("Throttles (429) by model and region");
@@ -526,24 +1017,82 @@ fn the_dashboard_keeps_429_and_503_apart_by_model_and_region() {
 }
 
 #[test]
-fn the_parsers_read_what_they_should() {
-    let (selectors, by) =
-        labels_in(r#"sum by (model, region) (rate(bedrock_x_total{class="a", kind=~"b|c"}[1m]))"#);
+fn the_dashboard_variables_read_every_series_of_the_stack() {
+    // Not one layer's metric: any `bedrock_*` series carrying the label,
+    // so a stack without InvocationMetricsLayer still fills them.
+    for (name, query) in variables() {
+        assert!(
+            query.contains("__name__=~\"bedrock_.+\""),
+            "variable {name}: {query}"
+        );
+    }
+    let scrape = Exposition::parse(
+        "# TYPE bedrock_circuit_state gauge\n\
+         bedrock_circuit_state{model=\"m1\",region=\"r1\"} 0\n\
+         bedrock_budget_utilization_ratio{model=\"m2\",window=\"tokens\",region=\"r2\"} 0.5\n\
+         other_total{model=\"m3\",region=\"r3\"} 1\n",
+    );
+    let vars: BTreeMap<String, String> = variables().into_iter().collect();
     assert_eq!(
-        selectors,
+        variable_values(&vars["region"], &scrape),
+        BTreeSet::from(["r1".to_owned(), "r2".to_owned()])
+    );
+    assert_eq!(
+        variable_values(&vars["model"].replace("$region", "r2"), &scrape),
+        BTreeSet::from(["m2".to_owned()])
+    );
+}
+
+#[test]
+fn the_parsers_read_what_they_should() {
+    let (selectors, by) = selectors_in(
+        r#"sum by (model, region) (rate(bedrock_x_total{class="a", kind=~"b|c"}[1m])) / bedrock_y_total"#,
+    );
+    assert_eq!(selectors.len(), 2);
+    assert_eq!(selectors[0].0, "bedrock_x_total");
+    assert_eq!(
+        selectors[0].1,
         vec![
-            ("bedrock_x_total".to_owned(), "class".to_owned()),
-            ("bedrock_x_total".to_owned(), "kind".to_owned())
+            Matcher {
+                label: "class".into(),
+                op: "=".into(),
+                value: "a".into()
+            },
+            Matcher {
+                label: "kind".into(),
+                op: "=~".into(),
+                value: "b|c".into()
+            },
         ]
     );
+    assert_eq!(selectors[0].1[1].literals(), vec!["b", "c"]);
+    assert_eq!(selectors[1], ("bedrock_y_total".to_owned(), Vec::new()));
     assert_eq!(by, ["model", "region"].map(String::from).into());
+    // Histogram suffixes stay: `_bucket` is its own series.
     assert_eq!(
         metrics_in(
             "histogram_quantile(0.5, rate(bedrock_lat_seconds_bucket[5m])) / bedrock_n_total"
         ),
-        ["bedrock_lat_seconds", "bedrock_n_total"]
+        ["bedrock_lat_seconds_bucket", "bedrock_n_total"]
             .map(String::from)
             .into()
+    );
+    let scrape = Exposition::parse(
+        "# HELP x y\n# TYPE bedrock_lat_seconds histogram\n\
+         bedrock_lat_seconds_bucket{model=\"a:0\",le=\"0.5\"} 1\n\
+         bedrock_lat_seconds_bucket{model=\"a:0\",le=\"+Inf\"} 2\n\
+         bedrock_lat_seconds_sum{model=\"a:0\"} 0.7\n\
+         bedrock_n_total 3\n\
+         bedrock_q{v=\"say \\\"hi\\\", ok\"} 1\n",
+    );
+    assert_eq!(scrape.series("bedrock_lat_seconds_bucket").len(), 2);
+    assert_eq!(scrape.series("bedrock_lat_seconds_bucket")[1]["le"], "+Inf");
+    assert_eq!(scrape.series("bedrock_n_total"), &[Labels::new()]);
+    assert_eq!(scrape.series("bedrock_q")[0]["v"], "say \"hi\", ok");
+    assert!(scrape.series("bedrock_lat_seconds").is_empty());
+    assert_eq!(
+        scrape.label_values("bedrock_lat", "model"),
+        BTreeSet::from(["a:0".to_owned()])
     );
     let alerts = parse_rules(
         "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: |\n          up\n          > 1\n        labels:\n          severity: warning\n        annotations:\n          runbook: |\n            do this\n",
@@ -552,4 +1101,20 @@ fn the_parsers_read_what_they_should() {
     assert_eq!(alerts[0].expr, "up\n> 1");
     assert_eq!(alerts[0].severity.as_deref(), Some("warning"));
     assert_eq!(alerts[0].runbook, "do this");
+}
+
+#[test]
+fn a_summary_exporter_fails_the_check() {
+    // Without buckets the exporter renders a summary: no `_bucket` series,
+    // and the check refuses the dashboard's latency panel.
+    let scrape = Exposition::parse(
+        "bedrock_invocation_latency_seconds{model=\"m\",region=\"r\",quantile=\"0.5\"} 0.1\n\
+         bedrock_invocation_latency_seconds_count{model=\"m\",region=\"r\"} 1\n",
+    );
+    let (_, latency) = panel_queries()
+        .into_iter()
+        .find(|(_, e)| e.contains("bedrock_invocation_latency_seconds_bucket"))
+        .expect("a latency quantile panel");
+    let refused = std::panic::catch_unwind(|| check_expr("latency", &latency, &scrape));
+    assert!(refused.is_err());
 }
