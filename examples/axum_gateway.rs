@@ -79,7 +79,7 @@ pub struct Settings {
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
     /// Primary model.
-    #[arg(long, default_value = "anthropic.claude-sonnet-4-20250514-v1:0")]
+    #[arg(long, default_value = "us.anthropic.claude-sonnet-4-20250514-v1:0")]
     pub model: String,
     /// Fallback model.
     #[arg(long, default_value = "anthropic.claude-3-5-haiku-20241022-v1:0")]

@@ -30,7 +30,8 @@ use tower_bedrock_emulator::{
 };
 use tower_layer::Layer;
 
-const PRIMARY: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+// Claude 4 through the US inference profile: Bedrock refuses its bare id on demand.
+const PRIMARY: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const FALLBACK: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 const HAIKU3: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 const WINDOW: Duration = Duration::from_secs(1);

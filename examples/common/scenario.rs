@@ -40,7 +40,8 @@ use tower_bedrock_emulator::{
 use tower_layer::Layer;
 
 /// The primary model (Claude 4 family: output tokens count 5x against TPM).
-pub const PRIMARY: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+// Claude 4 through the US inference profile: Bedrock refuses its bare id on demand.
+pub const PRIMARY: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 /// The fallback model.
 pub const FALLBACK: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 /// The three applications.

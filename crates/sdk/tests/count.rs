@@ -105,10 +105,6 @@ async fn small_prompts_skip_the_count_and_failures_keep_the_estimate() {
     let req = with_tool("acme.unknown-v1:0");
     let estimate = req.token_demand();
     let err = svc.clone().oneshot(req).await.unwrap_err();
-    assert!(
-        err.as_service_error()
-            .unwrap()
-            .is_resource_not_found_exception()
-    );
+    assert!(err.as_service_error().unwrap().is_validation_exception());
     assert_eq!(*seen.lock().unwrap(), vec![estimate]);
 }

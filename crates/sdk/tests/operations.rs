@@ -77,10 +77,10 @@ async fn model_id_rewrite_reaches_the_wire() {
     let emu = emulator(EmulatorConfig::builder().build().unwrap()).await;
     let svc = stack(client(&emu).await);
     let mut req = converse("not-a-model", "hi", Some(4));
-    req.set_model_id(&format!("us.{SONNET4}"));
+    req.set_model_id(SONNET4);
     call(&svc, req).await.unwrap();
     // Quotas are kept per id as sent: the profile id was used.
-    assert!(emu.usage(&format!("us.{SONNET4}")).used > 0);
+    assert!(emu.usage(SONNET4).used > 0);
 }
 
 struct Case {
@@ -192,13 +192,14 @@ async fn client_errors_validation_not_found_access_denied() {
     let err = call(&svc, converse("acme.no-such-model-v1:0", "hi", None))
         .await
         .unwrap_err();
+    // Bedrock answers an unknown id with a 400 ValidationException.
     let op = err.inner().unwrap().as_service_error().unwrap();
-    assert!(op.is_resource_not_found_exception(), "{op:?}");
+    assert!(op.is_validation_exception(), "{op:?}");
     assert_eq!(
         op.message(),
-        Some("Could not resolve the foundation model from the provided model identifier.")
+        Some("The provided model identifier is invalid.")
     );
-    assert_eq!(err.class(), ErrorClass::Client(ClientKind::NotFound));
+    assert_eq!(err.class(), ErrorClass::Client(ClientKind::Validation));
 
     // maxTokens 0 is refused by Bedrock's validation.
     let err = call(&svc, converse(HAIKU, "hi", Some(0)))
@@ -384,8 +385,8 @@ async fn count_tokens_matches_usage_and_costs_nothing() {
     bad.set_model_id("acme.unknown-v1:0");
     let err = call(&svc, bad).await.unwrap_err();
     let op: &CountTokensError = err.inner().unwrap().as_service_error().unwrap();
-    assert!(op.is_resource_not_found_exception(), "{op:?}");
-    assert_eq!(err.class(), ErrorClass::Client(ClientKind::NotFound));
+    assert!(op.is_validation_exception(), "{op:?}");
+    assert_eq!(err.class(), ErrorClass::Client(ClientKind::Validation));
     assert_eq!(emu.counters().count_tokens, 2);
 }
 

@@ -11,7 +11,9 @@ use tower_bedrock_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use tower_bedrock_sdk::{BedrockClientBuilder, ConverseRequest, ConverseStreamRequest};
 
 pub const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
-pub const SONNET4: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+// Through the US inference profile: Bedrock (and the emulator) refuse the
+// bare Claude 4 id on demand.
+pub const SONNET4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 
 pub async fn emulator(config: EmulatorConfig) -> EmulatorHandle {
     Emulator::start(config).await.expect("emulator starts")
