@@ -3,9 +3,9 @@
 //!
 //! **Heuristic.** A piece of text costs `ceil(chars / 4)` tokens (chars are
 //! Unicode scalar values); a request's input tokens are the sum over its
-//! pieces: every text block of every message and of the system prompt; a
-//! non-text block (image, document, tool use...) costs its JSON encoding's
-//! length over 4. The generated answer of `n` tokens is `n` three-letter
+//! pieces: every text block of every message and of the system prompt; an
+//! image block costs [`IMAGE_TOKENS`]; any other non-text block (document,
+//! tool use...) costs its JSON encoding's length over 4. The generated answer of `n` tokens is `n` three-letter
 //! words separated by single spaces, which costs exactly `n` tokens.
 
 use serde_json::Value;
@@ -84,6 +84,16 @@ fn max_tokens_field(v: Option<&Value>, field: &str) -> Result<Option<u64>, Inval
     }
 }
 
+/// What an image costs, whatever its size: Anthropic's estimate for the
+/// largest image it takes without resizing (about 1.15 megapixels / 750).
+pub const IMAGE_TOKENS: u64 = 1600;
+
+/// A Converse (`{"image": ...}`) or Anthropic (`{"type": "image"}`) image
+/// block.
+fn is_image(b: &Value) -> bool {
+    b.get("image").is_some() || b.get("type").and_then(Value::as_str) == Some("image")
+}
+
 fn content_blocks(v: &Value) -> u64 {
     match v {
         Value::String(s) => count_text(s),
@@ -91,6 +101,7 @@ fn content_blocks(v: &Value) -> u64 {
             .iter()
             .map(|b| match b.get("text").and_then(Value::as_str) {
                 Some(t) => count_text(t),
+                None if is_image(b) => IMAGE_TOKENS,
                 None => count_json(b),
             })
             .sum(),
