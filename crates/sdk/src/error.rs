@@ -1,16 +1,27 @@
 //! Errors of this crate's own: a client configuration that cannot work, a
-//! stream that went idle, a wait for a pooled connection that took too
-//! long.
+//! stream that went idle, a stream that failed before its first event, a
+//! wait for a pooled connection that took too long.
 //!
-//! Errors of the Bedrock operations themselves stay the SDK's own
-//! `SdkError<OpError, HttpResponse>`: the `ThrottleClassify` layer of
-//! `tower-bedrock-classify` classifies them.
+//! Errors of the unary Bedrock operations stay the SDK's own
+//! `SdkError<OpError, HttpResponse>`; the streaming operations fail with
+//! [`StreamOpenError`], the SDK's error or the stream's own failure before
+//! its first event. The `ThrottleClassify` layer of
+//! `tower-bedrock-classify` classifies both.
 
 use std::fmt;
 use std::time::Duration;
 
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
+use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamError;
+use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::event_stream::RawMessage;
+use tower_bedrock_classify::{BedrockClassifier, Classifier, InStreamError, classify_sdk_error};
+use tower_bedrock_core::{Classification, ErrorClass, UnavailableKind};
+
+use crate::stream::IDLE_TIMEOUT_CODE;
 
 /// A client configuration that cannot work, reported by
 /// [`BedrockClientBuilder::build`](crate::BedrockClientBuilder::build).
@@ -163,6 +174,129 @@ where
         match self {
             StreamError::Sdk(e) => Some(e),
             StreamError::IdleTimeout(_) => None,
+        }
+    }
+}
+
+/// Why a streaming call (ConverseStream, InvokeModelWithResponseStream)
+/// failed: its request failed, or its stream opened (HTTP 200) and failed
+/// before its first event.
+///
+/// Bedrock reports some failures inside the stream after answering 200: a
+/// `throttlingException` or `serviceUnavailableException` as the first
+/// frame is as much a refusal of the call as a 429 or a 503 status.
+/// [`BedrockService`](crate::BedrockService) therefore waits for the first
+/// event before returning a stream, and returns such a failure as the
+/// call's error, so that retry, breaker, budget and fallback handle it like
+/// any failed call. [`BedrockClassifier`] classifies it (the default
+/// classifier of `ThrottleClassifyLayer`): the request's error as any SDK
+/// error, the stream's through
+/// [`classify_stream_error`](tower_bedrock_classify::classify_stream_error)
+/// (an idle timeout is `Unavailable(Network)`, code `StreamIdleTimeout`),
+/// with the call's request id.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StreamOpenError<O, E> {
+    /// The request failed: an error status, a transport failure, a
+    /// timeout (the SDK's own error, as for any operation).
+    Request(SdkError<O, HttpResponse>),
+    /// The stream opened but failed before its first event.
+    FirstEvent {
+        /// The stream's failure.
+        error: StreamError<E>,
+        /// The request id of the call, when the response carried one.
+        request_id: Option<String>,
+    },
+}
+
+/// The error of a ConverseStream call through
+/// [`BedrockService`](crate::BedrockService).
+pub type ConverseStreamCallError = StreamOpenError<ConverseStreamError, ConverseStreamOutputError>;
+
+/// The error of an InvokeModelWithResponseStream call through
+/// [`BedrockService`](crate::BedrockService).
+pub type InvokeModelStreamCallError =
+    StreamOpenError<InvokeModelWithResponseStreamError, ResponseStreamError>;
+
+impl<O, E> StreamOpenError<O, E> {
+    /// The request's error, unless the stream failed after opening.
+    pub fn as_request(&self) -> Option<&SdkError<O, HttpResponse>> {
+        match self {
+            StreamOpenError::Request(e) => Some(e),
+            StreamOpenError::FirstEvent { .. } => None,
+        }
+    }
+
+    /// The stream's failure before its first event, if that is what
+    /// happened.
+    pub fn as_first_event(&self) -> Option<&StreamError<E>> {
+        match self {
+            StreamOpenError::Request(_) => None,
+            StreamOpenError::FirstEvent { error, .. } => Some(error),
+        }
+    }
+
+    /// Whether the failure arrived inside the stream (after HTTP 200).
+    pub fn is_in_stream(&self) -> bool {
+        matches!(self, StreamOpenError::FirstEvent { .. })
+    }
+}
+
+impl<O, E> fmt::Display for StreamOpenError<O, E>
+where
+    O: std::error::Error + 'static,
+    E: std::error::Error + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamOpenError::Request(e) => write!(f, "stream request failed: {e}"),
+            StreamOpenError::FirstEvent { error, .. } => {
+                write!(f, "stream failed before its first event: {error}")
+            }
+        }
+    }
+}
+
+impl<O, E> std::error::Error for StreamOpenError<O, E>
+where
+    O: std::error::Error + 'static,
+    E: std::error::Error + 'static,
+{
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StreamOpenError::Request(e) => Some(e),
+            StreamOpenError::FirstEvent { error, .. } => Some(error),
+        }
+    }
+}
+
+/// Classifies a stream's failure (an in-stream exception, a broken
+/// connection, an idle timeout).
+pub(crate) fn classify_stream_failure<E: InStreamError>(e: &StreamError<E>) -> Classification {
+    match e {
+        StreamError::Sdk(e) => tower_bedrock_classify::classify_stream_error(e),
+        StreamError::IdleTimeout(_) => {
+            Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
+                .with_code(IDLE_TIMEOUT_CODE)
+        }
+    }
+}
+
+impl<O, E> Classifier<StreamOpenError<O, E>> for BedrockClassifier
+where
+    O: ProvideErrorMetadata,
+    E: InStreamError,
+{
+    fn classify(&self, error: &StreamOpenError<O, E>) -> Classification {
+        match error {
+            StreamOpenError::Request(e) => classify_sdk_error(e),
+            StreamOpenError::FirstEvent { error, request_id } => {
+                let mut c = classify_stream_failure(error);
+                if c.request_id.is_none() {
+                    c.request_id.clone_from(request_id);
+                }
+                c
+            }
         }
     }
 }

@@ -78,9 +78,10 @@
 //!
 //! # Observability
 //!
-//! Errors returned by calls are counted by `ThrottleClassify`. Errors
-//! *inside* a stream never reach that layer, so [`BedrockStream`] records
-//! them itself: a `tracing` warning (target `tower_bedrock::sdk`, with
+//! Errors returned by calls are counted by `ThrottleClassify`, a stream's
+//! failure before its first event included (it is the call's error).
+//! Errors inside a stream *after* its first event never reach that layer,
+//! so [`BedrockStream`] records them itself: a `tracing` warning (target `tower_bedrock::sdk`, with
 //! `model`, `code`, `class`, `kind`; never a message or body) and
 //! `bedrock_invocation_errors_total{class, kind, model, code}` (plus
 //! `bedrock_invocation_throttles_total{kind, model}` for throttles). The
@@ -115,7 +116,10 @@ pub use client::{
     DEFAULT_READ_TIMEOUT,
 };
 pub use count::{CountTokens, CountTokensLayer, Countable};
-pub use error::{ClientBuildError, PoolWaitTimeout, StreamError};
+pub use error::{
+    ClientBuildError, ConverseStreamCallError, InvokeModelStreamCallError, PoolWaitTimeout,
+    StreamError, StreamOpenError,
+};
 pub use interceptor::{
     CACHE_READ_TOKEN_COUNT_HEADER, CACHE_WRITE_TOKEN_COUNT_HEADER, HeaderUsage,
     INPUT_TOKEN_COUNT_HEADER, INVOCATION_LATENCY_HEADER, OUTPUT_TOKEN_COUNT_HEADER,

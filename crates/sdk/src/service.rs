@@ -7,15 +7,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::operation::RequestId;
 use aws_sdk_bedrockruntime::operation::converse::ConverseError;
-use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::operation::count_tokens::CountTokensError;
 use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
-use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use tower_bedrock_classify::InStreamError;
+use tower_bedrock_core::ModelRequest;
+use tower_bedrock_core::stream_end;
 use tower_service::Service;
 
+use crate::error::{
+    ConverseStreamCallError, InvokeModelStreamCallError, StreamError, StreamOpenError,
+};
 use crate::interceptor::TokenCountInterceptor;
 use crate::request::{
     ConverseRequest, ConverseStreamRequest, CountTokensRequest, InvokeModelRequest,
@@ -25,7 +30,7 @@ use crate::response::{
     ConverseResponse, ConverseStreamResponse, CountTokensResponse, InvokeModelResponse,
     InvokeModelStreamResponse,
 };
-use crate::stream::BedrockStream;
+use crate::stream::{BedrockStream, StreamEvent};
 
 /// Default idle timeout of response streams: 60 s between two events
 /// (time to first token of a long prompt included).
@@ -36,13 +41,15 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// CountTokens.
 ///
 /// Always ready (the client's pool and its cap do the waiting); clones
-/// share the client. Errors are the SDK's own
-/// `SdkError<OperationError, HttpResponse>`, unchanged: put
-/// `ThrottleClassifyLayer` of `tower-bedrock-classify` above to classify
-/// them. Responses implement
+/// share the client. Errors of the unary operations are the SDK's own
+/// `SdkError<OperationError, HttpResponse>`, unchanged; the streaming
+/// operations fail with [`StreamOpenError`] (the SDK's error, or a failure
+/// inside the stream before its first event). Put `ThrottleClassifyLayer`
+/// of `tower-bedrock-classify` above to classify them. Responses implement
 /// [`ReportsUsage`](tower_bedrock_core::ReportsUsage); streams are
-/// [`BedrockStream`]s with [`stream_idle_timeout`](Self::stream_idle_timeout)
-/// applied to every event.
+/// [`BedrockStream`]s, returned once their first event has arrived, with
+/// [`stream_idle_timeout`](Self::stream_idle_timeout) applied to every
+/// event, the first one included.
 ///
 /// [`tower::Service`]: tower_service::Service
 #[derive(Clone)]
@@ -177,25 +184,55 @@ impl Service<ConverseRequest> for BedrockService {
 
 impl Service<ConverseStreamRequest> for BedrockService {
     type Response = ConverseStreamResponse;
-    type Error = SdkError<ConverseStreamError, HttpResponse>;
+    type Error = ConverseStreamCallError;
     type Future = ResponseFuture<Self::Response, Self::Error>;
 
     always_ready!();
 
+    /// Sends the request and waits for the stream's first event (within
+    /// the stream idle timeout) before answering: a failure before it is
+    /// the call's error ([`StreamOpenError::FirstEvent`]).
     fn call(&mut self, req: ConverseStreamRequest) -> Self::Future {
         let client = self.client.clone();
         let idle = self.stream_idle_timeout;
+        let input_tokens = req.token_demand().input_tokens;
         let i = req.input;
         ResponseFuture::new(async move {
             let model = i.model_id.clone().unwrap_or_default();
-            converse_fields!(client.converse_stream(), i)
+            let output = converse_fields!(client.converse_stream(), i)
                 .send()
                 .await
-                .map(|output| ConverseStreamResponse {
-                    stream: BedrockStream::new(output.stream, idle, &model),
-                })
+                .map_err(StreamOpenError::Request)?;
+            let request_id = output.request_id().map(str::to_owned);
+            let stream = BedrockStream::new(output.stream, idle, &model)
+                .with_input_tokens(input_tokens)
+                .with_request_id(request_id.clone());
+            Ok(ConverseStreamResponse {
+                stream: open(stream)
+                    .await
+                    .map_err(first_event(request_id.as_deref()))?,
+            })
         })
     }
+}
+
+/// Opens a stream (reads its first event) and hands it to the layers
+/// watching the call.
+async fn open<T, E>(mut stream: BedrockStream<T, E>) -> Result<BedrockStream<T, E>, StreamError<E>>
+where
+    T: StreamEvent + Send + 'static,
+    E: InStreamError + Send + 'static,
+{
+    stream.open().await?;
+    stream.watch(stream_end::open_stream());
+    Ok(stream)
+}
+
+fn first_event<O, E>(
+    request_id: Option<&str>,
+) -> impl FnOnce(StreamError<E>) -> StreamOpenError<O, E> {
+    let request_id = request_id.map(str::to_owned);
+    move |error| StreamOpenError::FirstEvent { error, request_id }
 }
 
 impl Service<InvokeModelRequest> for BedrockService {
@@ -227,24 +264,35 @@ impl Service<InvokeModelRequest> for BedrockService {
 
 impl Service<InvokeModelStreamRequest> for BedrockService {
     type Response = InvokeModelStreamResponse;
-    type Error = SdkError<InvokeModelWithResponseStreamError, HttpResponse>;
+    type Error = InvokeModelStreamCallError;
     type Future = ResponseFuture<Self::Response, Self::Error>;
 
     always_ready!();
 
+    /// Sends the request and waits for the stream's first chunk (within
+    /// the stream idle timeout) before answering: a failure before it is
+    /// the call's error ([`StreamOpenError::FirstEvent`]).
     fn call(&mut self, req: InvokeModelStreamRequest) -> Self::Future {
         let client = self.client.clone();
         let idle = self.stream_idle_timeout;
+        let input_tokens = req.token_demand().input_tokens;
         let i = req.input;
         ResponseFuture::new(async move {
             let model = i.model_id.clone().unwrap_or_default();
-            invoke_fields!(client.invoke_model_with_response_stream(), i)
+            let output = invoke_fields!(client.invoke_model_with_response_stream(), i)
                 .send()
                 .await
-                .map(|output| InvokeModelStreamResponse {
-                    stream: BedrockStream::new(output.body, idle, &model),
-                    content_type: output.content_type,
-                })
+                .map_err(StreamOpenError::Request)?;
+            let request_id = output.request_id().map(str::to_owned);
+            let stream = BedrockStream::new(output.body, idle, &model)
+                .with_input_tokens(input_tokens)
+                .with_request_id(request_id.clone());
+            Ok(InvokeModelStreamResponse {
+                stream: open(stream)
+                    .await
+                    .map_err(first_event(request_id.as_deref()))?,
+                content_type: output.content_type,
+            })
         })
     }
 }

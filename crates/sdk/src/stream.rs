@@ -1,16 +1,46 @@
-//! Response streams with an idle timeout, classified in-stream errors and
-//! usage reported when they end.
+//! Response streams that open as part of the call, with an idle timeout,
+//! classified in-stream errors and usage reported when they end.
 //!
-//! The SDK's `EventReceiver` has no timeout of its own: a stream whose
-//! server stops sending (a stalled model, a half-dead connection) waits
-//! forever, and the read timeout of the client covers only the response
-//! headers. [`BedrockStream`] bounds the wait for **every** event by an
-//! idle timeout, turns the stream's errors into
-//! [`ClassifiedError`]s (exceptions sent inside the stream through
-//! [`classify_stream_error`]) and reports the final usage (ConverseStream's
-//! `metadata` event, or the `amazon-bedrock-invocationMetrics` of
-//! InvokeModelWithResponseStream's last chunk) exactly once through
-//! [`ReportsUsage::defer_usage`].
+//! **Opening.** [`BedrockService`](crate::BedrockService) returns a stream
+//! only once its first event has arrived (within the idle timeout). A
+//! stream that fails before it (an in-stream `throttlingException` or
+//! `serviceUnavailableException` sent after HTTP 200, a stall, a broken
+//! connection) is the call's error,
+//! [`StreamOpenError::FirstEvent`](crate::StreamOpenError::FirstEvent),
+//! classified like any failed call: the retry, breaker, budget and fallback
+//! layers above treat it as they treat a unary failure. The first event is
+//! kept and handed to the reader first.
+//!
+//! **After the first event.** The SDK's `EventReceiver` has no timeout of
+//! its own; [`BedrockStream`] bounds the wait for **every** event by an
+//! idle timeout and turns the stream's errors into [`ClassifiedError`]
+//! items (exceptions sent inside the stream through
+//! [`classify_stream_error`]): a failure ends the stream with a typed
+//! error, never a silent truncation. The layers watching the call through
+//! [`stream_end`](tower_bedrock_core::stream_end) (the circuit breaker)
+//! learn how the stream ended: completed, failed (with its classification)
+//! or dropped.
+//!
+//! **Usage.** Every callback registered with
+//! [`ReportsUsage::defer_usage`] (any number of them) is called exactly
+//! once when the stream ends, with:
+//!
+//! | the stream | usage given |
+//! |---|---|
+//! | read to its end | the final usage event (ConverseStream's `metadata`, the `amazon-bedrock-invocationMetrics` of InvokeModelWithResponseStream's last chunk); `None` if the model sent none |
+//! | failed after its first event | the final usage if it had arrived, else **the usage known so far**: the request's input tokens (counted, or the [heuristic](crate::estimate)) plus the output tokens of the events delivered (the same heuristic over their text) |
+//! | dropped by its reader before its end | the final usage if it had arrived, else `None` (a budget keeps the reservation: the model may still be generating) |
+//!
+//! Why the usage so far for a failed stream: Bedrock documents that its
+//! token quota is reserved when a call is admitted (input plus `max_tokens`
+//! times the burndown rate) and adjusted to the real usage when the call
+//! ends, and that it bills the input and output tokens processed. It does
+//! not document what it counts for a stream that fails half-way; the
+//! evidence we have (the service stops generating when it sends the
+//! exception, and the output it bills is the output it produced) points at
+//! "input plus the output sent", which is what the emulator does too. This
+//! is an estimate, and documented as one; a stream whose outcome is unknown
+//! (dropped) keeps the conservative reservation.
 
 use std::fmt;
 use std::future::Future;
@@ -19,17 +49,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
-use aws_sdk_bedrockruntime::types::{ConverseStreamOutput, ResponseStream, TokenUsage};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlockDelta, ConverseStreamOutput, ReasoningContentBlockDelta, ResponseStream, TokenUsage,
+};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::event_stream::RawMessage;
 use futures_core::Stream;
 use tower_bedrock_classify::{InStreamError, ModelName, classify_stream_error};
+use tower_bedrock_core::stream_end::{StreamEnd, StreamOutcome};
 use tower_bedrock_core::{
     Classification, ClassifiedError, ErrorClass, ReportsUsage, UnavailableKind, Usage,
-    UsageCallback, names,
+    UsageCallback, UsageObservers, names,
 };
 
 use crate::error::StreamError;
+use crate::estimate::text_tokens;
 
 /// Code of the classification of an idle timeout.
 pub const IDLE_TIMEOUT_CODE: &str = "StreamIdleTimeout";
@@ -38,6 +72,13 @@ pub const IDLE_TIMEOUT_CODE: &str = "StreamIdleTimeout";
 pub trait StreamEvent {
     /// The usage this event reports, if it is the one that does.
     fn usage(&self) -> Option<Usage>;
+
+    /// Estimated output tokens this event delivers (its generated text, by
+    /// the [heuristic](crate::estimate)), for the usage of a stream that
+    /// fails before its usage event. Zero by default.
+    fn output_tokens(&self) -> u64 {
+        0
+    }
 }
 
 fn clamp(n: i32) -> u64 {
@@ -62,9 +103,31 @@ impl StreamEvent for ConverseStreamOutput {
             _ => None,
         }
     }
+
+    /// Text, tool input and reasoning text of a `contentBlockDelta`.
+    fn output_tokens(&self) -> u64 {
+        let ConverseStreamOutput::ContentBlockDelta(d) = self else {
+            return 0;
+        };
+        match d.delta.as_ref() {
+            Some(ContentBlockDelta::Text(t)) => text_tokens(t),
+            Some(ContentBlockDelta::ToolUse(t)) => text_tokens(&t.input),
+            Some(ContentBlockDelta::ReasoningContent(ReasoningContentBlockDelta::Text(t))) => {
+                text_tokens(t)
+            }
+            _ => 0,
+        }
+    }
 }
 
 const METRICS_KEY: &[u8] = b"amazon-bedrock-invocationMetrics";
+
+fn chunk_json(event: &ResponseStream) -> Option<serde_json::Value> {
+    let ResponseStream::Chunk(part) = event else {
+        return None;
+    };
+    serde_json::from_slice(part.bytes.as_ref()?.as_ref()).ok()
+}
 
 impl StreamEvent for ResponseStream {
     /// The `amazon-bedrock-invocationMetrics` of the last chunk
@@ -88,6 +151,23 @@ impl StreamEvent for ResponseStream {
             cache_write_input_tokens: n("cacheWriteInputTokenCount").unwrap_or(0),
         })
     }
+
+    /// The generated text of a chunk, in the model families' formats:
+    /// Anthropic `delta.text`, Nova `contentBlockDelta.delta.text`, Llama
+    /// `generation`, Titan `outputText`, legacy Anthropic `completion`.
+    fn output_tokens(&self) -> u64 {
+        let Some(v) = chunk_json(self) else {
+            return 0;
+        };
+        let text = v
+            .pointer("/delta/text")
+            .or_else(|| v.pointer("/contentBlockDelta/delta/text"))
+            .or_else(|| v.get("generation"))
+            .or_else(|| v.get("outputText"))
+            .or_else(|| v.get("completion"))
+            .and_then(serde_json::Value::as_str);
+        text.map_or(0, text_tokens)
+    }
 }
 
 type Recv<T, E> = (
@@ -106,25 +186,32 @@ enum State<T, E> {
 pub type StreamItemError<E> = ClassifiedError<StreamError<E>>;
 
 /// A Bedrock response stream: an SDK `EventReceiver` with an idle timeout
-/// per event, classified errors, and usage reported at its end.
+/// per event, classified errors, and usage reported at its end (see the
+/// [module docs](self) for what each end reports).
 ///
 /// Read it with [`recv`](Self::recv) or as a [`Stream`] of
 /// `Result<T, ClassifiedError<StreamError<E>>>`. After an error or the end
-/// the stream yields nothing more.
+/// the stream yields nothing more. Streams returned by
+/// [`BedrockService`](crate::BedrockService) have already received their
+/// first event, which `recv` returns first.
 ///
 /// Usage: [`ReportsUsage::usage`] is `Some` once the usage event has been
-/// read. A callback registered with [`ReportsUsage::defer_usage`] is called
-/// exactly once: with the usage when the stream ends (or fails, or is
-/// dropped) after the usage event, with `None` when it ends, fails or is
-/// dropped before it; immediately when the stream had already finished.
+/// read. Every callback registered with [`ReportsUsage::defer_usage`] is
+/// called exactly once; immediately when the stream had already finished.
 pub struct BedrockStream<T, E> {
     state: State<T, E>,
     idle_timeout: Option<Duration>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The first event, read when the stream opened, not yet handed out.
+    first: Option<T>,
     usage: Option<Usage>,
-    settle: Option<UsageCallback>,
+    input_tokens: u64,
+    output_tokens: u64,
+    observers: UsageObservers,
+    outcome: Option<StreamOutcome>,
     finished: bool,
     model: ModelName,
+    request_id: Option<String>,
 }
 
 // Nothing is ever pinned inside: the receiver is moved in and out of a
@@ -135,12 +222,17 @@ impl<T, E> fmt::Debug for BedrockStream<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BedrockStream")
             .field("model", &self.model)
+            .field("request_id", &self.request_id)
             .field("idle_timeout", &self.idle_timeout)
             .field("usage", &self.usage)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
 }
+
+/// One raw read: an event, the end, or a classified failure (not yet
+/// recorded anywhere).
+type Raw<T, E> = Option<Result<T, (StreamError<E>, Classification)>>;
 
 impl<T, E> BedrockStream<T, E>
 where
@@ -155,10 +247,58 @@ where
             state: State::Idle(Box::new(receiver)),
             idle_timeout,
             sleep: None,
+            first: None,
             usage: None,
-            settle: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            observers: UsageObservers::new(),
+            outcome: None,
             finished: false,
             model: ModelName::new(model),
+            request_id: None,
+        }
+    }
+
+    /// The request's input tokens (counted or estimated), for the usage of
+    /// a stream that fails before its usage event.
+    #[must_use]
+    pub fn with_input_tokens(mut self, input_tokens: u64) -> Self {
+        self.input_tokens = input_tokens;
+        self
+    }
+
+    /// The request id of the call (from the response headers), added to
+    /// the classification of in-stream errors.
+    #[must_use]
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+
+    /// Reads the first event and keeps it for the reader: the opening of
+    /// the stream, part of the call. A failure before the first event is
+    /// returned (not recorded: the call's error is classified and counted
+    /// by the layers above) and ends the stream. An empty stream opens and
+    /// is finished at once.
+    pub async fn open(&mut self) -> Result<(), StreamError<E>> {
+        if self.first.is_some() || self.finished {
+            return Ok(());
+        }
+        match std::future::poll_fn(|cx| self.poll_raw(cx)).await {
+            Some(Ok(event)) => {
+                self.first = Some(event);
+                Ok(())
+            }
+            None => {
+                self.finish(StreamEnd::Completed);
+                Ok(())
+            }
+            Some(Err((e, _))) => {
+                // Nobody has seen this stream: nothing to report but the
+                // call's error.
+                self.finished = true;
+                Err(e)
+            }
         }
     }
 
@@ -170,6 +310,27 @@ where
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, StreamItemError<E>>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        match std::task::ready!(self.poll_raw(cx)) {
+            Some(Ok(event)) => Poll::Ready(Some(Ok(event))),
+            None => {
+                self.finish(StreamEnd::Completed);
+                Poll::Ready(None)
+            }
+            Some(Err((e, mut c))) => {
+                if c.request_id.is_none() {
+                    c.request_id.clone_from(&self.request_id);
+                }
+                self.record_error(&c);
+                self.finish(StreamEnd::Failed(c.clone()));
+                Poll::Ready(Some(Err(ClassifiedError::new(e, c))))
+            }
+        }
+    }
+
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Raw<T, E>> {
         loop {
             match std::mem::replace(&mut self.state, State::Done) {
                 State::Done => return Poll::Ready(None),
@@ -191,21 +352,15 @@ where
                         if let Some(u) = event.usage() {
                             self.usage = Some(u);
                         }
+                        self.output_tokens =
+                            self.output_tokens.saturating_add(event.output_tokens());
                         self.state = State::Idle(rx);
                         return Poll::Ready(Some(Ok(event)));
                     }
-                    Poll::Ready((_, Ok(None))) => {
-                        self.finish();
-                        return Poll::Ready(None);
-                    }
+                    Poll::Ready((_, Ok(None))) => return Poll::Ready(None),
                     Poll::Ready((_, Err(e))) => {
                         let c = classify_stream_error(&e);
-                        self.record_error(&c);
-                        self.finish();
-                        return Poll::Ready(Some(Err(ClassifiedError::new(
-                            StreamError::Sdk(e),
-                            c,
-                        ))));
+                        return Poll::Ready(Some(Err((StreamError::Sdk(e), c))));
                     }
                     Poll::Pending => {
                         if let (Some(idle), Some(sleep)) = (self.idle_timeout, &mut self.sleep)
@@ -218,12 +373,7 @@ where
                                 UnavailableKind::Network,
                             ))
                             .with_code(IDLE_TIMEOUT_CODE);
-                            self.record_error(&c);
-                            self.finish();
-                            return Poll::Ready(Some(Err(ClassifiedError::new(
-                                StreamError::IdleTimeout(idle),
-                                c,
-                            ))));
+                            return Poll::Ready(Some(Err((StreamError::IdleTimeout(idle), c))));
                         }
                         self.state = State::Reading(fut);
                         return Poll::Pending;
@@ -242,6 +392,7 @@ where
             code = %code,
             class = c.class.label(),
             kind = c.class.kind_label(),
+            request_id = c.request_id.as_deref().unwrap_or(""),
             "bedrock response stream failed"
         );
         metrics::counter!(
@@ -264,17 +415,46 @@ where
 }
 
 impl<T, E> BedrockStream<T, E> {
-    fn finish(&mut self) {
+    /// The usage known so far: the request's input tokens and the
+    /// estimated output tokens of the events read (see the
+    /// [module docs](self)).
+    pub fn usage_so_far(&self) -> Usage {
+        Usage::new(self.input_tokens, self.output_tokens)
+    }
+
+    /// Reports how the stream ends to the layers watching it (the
+    /// [`StreamOutcome`] of the call), at once if it already ended.
+    pub fn watch(&mut self, outcome: Option<StreamOutcome>) {
+        if let Some(outcome) = outcome {
+            if self.finished {
+                outcome.end(StreamEnd::Completed);
+            } else {
+                self.outcome = Some(outcome);
+            }
+        }
+    }
+
+    fn finish(&mut self, end: StreamEnd) {
         self.state = State::Done;
         self.finished = true;
-        if let Some(settle) = self.settle.take() {
-            settle(self.usage);
+        let usage = match end {
+            StreamEnd::Failed(_) => self.usage.or(Some(self.usage_so_far())),
+            _ => self.usage,
+        };
+        self.observers.finish(usage);
+        if let Some(outcome) = self.outcome.take() {
+            outcome.end(end);
         }
     }
 
     /// Whether the stream has ended (normally or not).
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// The request id of the call, when the response carried one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 }
 
@@ -295,22 +475,17 @@ impl<T, E> ReportsUsage for BedrockStream<T, E> {
         self.usage
     }
 
+    /// Adds an observer; every observer gets the usage exactly once.
     fn defer_usage(&mut self, settle: UsageCallback) -> Result<(), UsageCallback> {
-        if self.finished {
-            settle(self.usage);
-        } else if let Some(previous) = self.settle.replace(settle) {
-            // A second registration replaces the first; the first is told
-            // nothing more will come, so it still runs exactly once.
-            previous(None);
-        }
+        self.observers.register(settle);
         Ok(())
     }
 }
 
 impl<T, E> Drop for BedrockStream<T, E> {
     fn drop(&mut self) {
-        if let Some(settle) = self.settle.take() {
-            settle(self.usage);
+        if !self.finished {
+            self.finish(StreamEnd::Dropped);
         }
     }
 }
