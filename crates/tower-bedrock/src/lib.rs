@@ -128,6 +128,7 @@ pub use tower_bedrock_sdk as sdk;
 
 pub use tower::util::{BoxCloneService, BoxCloneSyncService};
 
+pub mod logging;
 pub mod observe;
 pub mod stack;
 
