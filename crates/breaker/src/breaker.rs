@@ -568,6 +568,26 @@ impl Permit {
         self.breaker
             .record(self.epoch, self.probe, self.started, err);
     }
+
+    /// Time since the call was admitted (`None` when slow calls are not
+    /// tracked).
+    pub(crate) fn elapsed(&self) -> Option<Duration> {
+        self.started.map(|s| s.elapsed())
+    }
+
+    /// Reports how a call ended whose latency was `answered_in`: a stream,
+    /// answered at its first event and ending much later, is judged slow
+    /// or not by its answer, not by its length.
+    pub(crate) fn finish_answered_in(
+        mut self,
+        err: Option<&Classification>,
+        answered_in: Duration,
+    ) {
+        if self.started.is_some() {
+            self.started = Instant::now().checked_sub(answered_in);
+        }
+        self.finish(err);
+    }
 }
 
 impl Drop for Permit {

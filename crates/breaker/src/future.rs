@@ -6,6 +6,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tower_bedrock_core::Classified;
+use tower_bedrock_core::stream_end::{Watched, take_outcome};
 
 use crate::breaker::Permit;
 
@@ -15,7 +16,9 @@ pin_project! {
     /// rejection ready at once.
     ///
     /// Dropping it before completion reports nothing and frees the
-    /// half-open probe slot it may hold.
+    /// half-open probe slot it may hold. A response that is a stream
+    /// reporting its end is recorded when the stream ends (see
+    /// [`stream`](crate::stream)).
     #[derive(Debug)]
     pub struct ResponseFuture<F, E> {
         #[pin]
@@ -29,7 +32,7 @@ pin_project! {
     enum Kind<F, E> {
         Admitted {
             #[pin]
-            future: F,
+            future: Watched<F>,
             permit: Option<Permit>,
         },
         Rejected {
@@ -39,7 +42,7 @@ pin_project! {
 }
 
 impl<F, E> ResponseFuture<F, E> {
-    pub(crate) fn admitted(future: F, permit: Option<Permit>) -> Self {
+    pub(crate) fn admitted(future: Watched<F>, permit: Option<Permit>) -> Self {
         ResponseFuture {
             kind: Kind::Admitted { future, permit },
         }
@@ -61,10 +64,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Admitted { future, permit } => {
-                let output = ready!(future.poll(cx));
+            KindProj::Admitted { mut future, permit } => {
+                let output = ready!(future.as_mut().poll(cx));
+                let stream = take_outcome(future);
                 if let Some(permit) = permit.take() {
-                    permit.finish(output.as_ref().err().map(|e| e.classification()));
+                    match (&output, stream) {
+                        (Ok(_), Some(stream)) => crate::stream::finish_at_end(permit, &stream),
+                        _ => permit.finish(output.as_ref().err().map(|e| e.classification())),
+                    }
                 }
                 Poll::Ready(output)
             }

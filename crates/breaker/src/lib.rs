@@ -113,6 +113,7 @@ mod key;
 mod layer;
 mod registry;
 mod service;
+pub mod stream;
 mod window;
 
 pub use breaker::{BreakerSnapshot, CircuitState};

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
+use tower_bedrock_core::stream_end;
 use tower_bedrock_core::{Classified, LocalRejection, Rejection, names};
 use tower_service::Service;
 
@@ -101,7 +102,9 @@ where
             }
         });
         match admission {
-            Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
+            Ok(permit) => {
+                ResponseFuture::admitted(stream_end::watch_call(|| self.inner.call(req)), permit)
+            }
             Err((breaker, refusal)) => {
                 metrics::counter!(names::CIRCUIT_REJECTED, "model" => breaker.key.clone())
                     .increment(1);
