@@ -381,6 +381,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::parse();
+    // Logs to stderr by RUST_LOG (default: warnings). The filter keeps the
+    // AWS SDK's TRACE output of prompts, completions and the access key id
+    // out of the log at every level (see tower_bedrock::logging).
+    tower_bedrock::logging::try_init("warn")?;
     let recorder = prometheus(&settings.region);
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)?;

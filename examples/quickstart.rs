@@ -68,6 +68,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    // Logs to stderr by RUST_LOG (default: warnings). The filter keeps the
+    // AWS SDK's TRACE output of prompts, completions and the access key id
+    // out of the log at every level (see tower_bedrock::logging).
+    tower_bedrock::logging::try_init("warn")?;
     if args.real_bedrock {
         return real_bedrock(&args).await;
     }

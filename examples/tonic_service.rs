@@ -249,6 +249,10 @@ pub fn status(e: &ChatError) -> Status {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::parse();
+    // Logs to stderr by RUST_LOG (default: warnings). The filter keeps the
+    // AWS SDK's TRACE output of prompts, completions and the access key id
+    // out of the log at every level (see tower_bedrock::logging).
+    tower_bedrock::logging::try_init("warn")?;
     let mut emulator = None;
     let mut client = BedrockClientBuilder::new().region(settings.region.clone());
     if !settings.real_bedrock {
