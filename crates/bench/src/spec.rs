@@ -167,13 +167,13 @@ fn default_max_wait() -> f64 {
     3.0
 }
 
-/// The seed's primary model (Claude 4 family: output burns down 5x).
-pub const SONNET_4: &str = "anthropic.claude-sonnet-4-20250514-v1:0";
+/// The seed's primary model (Claude 4 family: output burns down 5x),
+/// through the US cross-region inference profile (its own token quota;
+/// Bedrock serves Claude 4 models only through inference profiles and
+/// refuses the bare model id).
+pub const SONNET_4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 /// A smaller fallback model.
 pub const HAIKU_35: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
-/// The seed's primary model through the US cross-region inference profile
-/// (its own token quota; output burns down 5x).
-pub const SONNET_4_US: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 /// A model with a 1x burndown, for the document scenario.
 pub const SONNET_35: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 
@@ -377,7 +377,7 @@ impl Scenario {
         s.minutes = 8;
         s.output_tokens = 300;
         s.models = vec![ModelSpec {
-            id: SONNET_4_US.into(),
+            id: SONNET_4.into(),
             rpm: None,
             tpm: 1_000_000,
         }];
