@@ -70,6 +70,12 @@ impl<Req> Target<Req> {
     /// Rewrites the request sent to this target (after its model id and
     /// output cap are set). Called on a fresh clone of the caller's request
     /// for every attempt of this target.
+    ///
+    /// It cannot change the model id: the layer checks the id after the
+    /// rewrite and puts the target's id back if it changed (with a warning
+    /// naming both ids), so that a chain checked against a
+    /// [`Boundary`](crate::profile::Boundary) stays inside it. Name another
+    /// model with another target.
     #[must_use]
     pub fn map_request<F>(mut self, f: F) -> Self
     where
@@ -106,6 +112,14 @@ impl<Req> Target<Req> {
         }
         if let Some(t) = &self.transform {
             t(req);
+            if req.model_id() != &*self.id {
+                tracing::warn!(
+                    target_id = &*self.id,
+                    rewritten_to = req.model_id(),
+                    "fallback target's map_request changed the model id: the target's id is put back"
+                );
+                req.set_model_id(&self.id);
+            }
         }
     }
 }

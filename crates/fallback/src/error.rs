@@ -50,6 +50,16 @@ pub enum BuildError {
         /// The offending id.
         target: String,
     },
+    /// An application inference profile ARN under a geographic boundary
+    /// that does not allow them: such a profile may copy a `global.` or
+    /// `us.` system profile and route anywhere that profile does, whatever
+    /// region its ARN names. Allow them, once you know where each of yours
+    /// routes, with
+    /// [`Boundary::allow_application_profiles`](crate::profile::Boundary::allow_application_profiles).
+    ApplicationProfile {
+        /// The offending ARN.
+        target: String,
+    },
     /// A chain deadline of zero would never try a fallback target.
     ZeroChainDeadline,
     /// A client-error class was configured as a trigger: client errors
@@ -81,6 +91,10 @@ impl fmt::Display for BuildError {
             BuildError::RegionUnknown { target } => write!(
                 f,
                 "in-region target {target} under a geographic boundary without a home region"
+            ),
+            BuildError::ApplicationProfile { target } => write!(
+                f,
+                "application inference profile {target} under a geographic boundary: its routing is not known from its id"
             ),
             BuildError::ZeroChainDeadline => f.write_str("model fallback chain deadline of zero"),
             BuildError::ClientTrigger { class } => {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
+use tower_bedrock_core::deadline::{call_deadline, call_with_deadline};
 use tower_bedrock_core::{
     CallReport, Classified, ErrorClass, LocalRejection, ModelRequest, Tried, names,
 };
@@ -20,8 +22,9 @@ use crate::mode::ResponseMode;
 pin_project! {
     #[project = StateProj]
     enum State<F, R> {
-        // The inner call for the current target is in flight.
-        Calling { #[pin] fut: F },
+        // The inner call for the current target is in flight, with the
+        // chain's deadline (if any) in scope for the layers below.
+        Calling { #[pin] fut: TaskLocalFuture<Option<Instant>, F> },
         // A streaming response arrived; waiting for its first event.
         Admitting { resp: Option<R> },
         // Waiting for the inner service to be ready for the next target.
@@ -71,7 +74,10 @@ impl<S, Req, M> ResponseFuture<S, Req, M>
 where
     S: Service<Req>,
 {
-    pub(crate) fn new(fut: S::Future, attempts: Attempts<S, Req, S::Error>) -> Self {
+    pub(crate) fn new(
+        fut: TaskLocalFuture<Option<Instant>, S::Future>,
+        attempts: Attempts<S, Req, S::Error>,
+    ) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             attempts,
@@ -127,8 +133,9 @@ where
                     match ready!(svc.poll_ready(cx)) {
                         Ok(()) => {
                             let req = this.attempts.next_request();
+                            let deadline = this.attempts.deadline();
                             let svc = this.attempts.svc.as_mut().expect("checked above");
-                            let fut = svc.call(req);
+                            let fut = call_within(svc, req, deadline);
                             this.state.set(State::Calling { fut });
                             continue;
                         }
@@ -150,6 +157,20 @@ where
     }
 }
 
+/// Calls `svc` with `deadline` (when set) as the call's deadline for the
+/// layers below (see `tower_bedrock_core::deadline`); without one, the
+/// deadline already in scope, if any, is kept.
+pub(crate) fn call_within<S, Req>(
+    svc: &mut S,
+    req: Req,
+    deadline: Option<Instant>,
+) -> TaskLocalFuture<Option<Instant>, S::Future>
+where
+    S: Service<Req>,
+{
+    call_with_deadline(deadline, || svc.call(req))
+}
+
 /// What the future knows of the chain it runs: `None` for a request that
 /// matched no chain (one call, passed through).
 pub(crate) struct Attempts<S, Req, E> {
@@ -167,6 +188,12 @@ impl<S, Req, E> Attempts<S, Req, E> {
 
     pub(crate) fn keep_service(&mut self, svc: S) {
         self.svc = Some(svc);
+    }
+
+    /// The instant after which no further target is started: the chain
+    /// deadline or the caller's deadline, whichever is earlier.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.run.as_ref().and_then(|r| r.deadline)
     }
 }
 
@@ -190,9 +217,16 @@ where
             degraded: None,
             deadline: None,
         };
-        if let Some(limit) = run.routes.chain_deadline {
-            run.deadline = Some(Instant::now() + limit);
-        }
+        // The chain deadline, or the deadline of the call this chain runs
+        // in (set by the caller or a layer above), whichever is earlier.
+        let own = run
+            .routes
+            .chain_deadline
+            .and_then(|limit| Instant::now().checked_add(limit));
+        run.deadline = match (own, call_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         run.skip_open();
         let first = run.request();
         (

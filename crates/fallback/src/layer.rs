@@ -179,11 +179,14 @@ impl<Req> ModelFallbackBuilder<Req> {
 
     /// Bounds the time a call may spend across targets: once `limit` has
     /// passed since the call started, no further target is tried and the
-    /// most relevant error so far is returned (see the crate docs). An
-    /// attempt in flight is never cut short (bounding one attempt is the
-    /// retry layer's deadline's job). This keeps a chain of N targets, each
+    /// most relevant error so far is returned (see the crate docs). The
+    /// limit is also the call deadline the layers below see
+    /// ([`tower_bedrock_core::deadline`]): a retry layer below does not
+    /// start a retry, nor a budget a wait, that would cross it. An attempt
+    /// in flight is never cut short. This keeps a chain of N targets, each
     /// with its own retry cycle below, from taking N times the latency the
-    /// caller accepts. Off by default; a zero limit is refused
+    /// caller accepts. Off by default (a deadline the call already runs
+    /// under still applies); a zero limit is refused
     /// ([`BuildError::ZeroChainDeadline`]).
     #[must_use]
     pub fn chain_deadline(mut self, limit: Duration) -> Self {

@@ -23,6 +23,10 @@
 //! cycle on a dead primary before moving on. Each target is a new call for
 //! the layers below (the retry layer's deadline is per call): bound the
 //! whole chain with [`chain_deadline`](ModelFallbackBuilder::chain_deadline).
+//! The chain's deadline (that one, or the deadline the call already runs
+//! under, see [`tower_bedrock_core::deadline`], whichever is earlier) is
+//! the call deadline of every target's call, so the retry layer and the
+//! budget below stop waiting at it, and no target is started after it.
 //! The test `tests/stack.rs` composes this stack over an overloaded
 //! primary.
 //!

@@ -261,6 +261,16 @@ pub fn cross_region_ids(base: &str, scopes: &[Geo], in_region: bool) -> Vec<Stri
 ///   boundary knows that region ([`Boundary::home_region`]) and the
 ///   region's geography is inside. A foundation-model ARN names its region
 ///   itself.
+/// - An application inference profile ARN
+///   (`arn:aws:bedrock:<region>:<account>:application-inference-profile/<id>`)
+///   is refused ([`BuildError::ApplicationProfile`]) unless the boundary
+///   [allows them](Boundary::allow_application_profiles): such a profile
+///   may copy a `global.` or `us.` system profile and route wherever that
+///   one does, whatever region its ARN names.
+///
+/// The layer also keeps the boundary at run time: a
+/// [`Target::map_request`](crate::Target::map_request) that changes the
+/// request's model id has the target's id put back.
 ///
 /// ```
 /// use tower_bedrock_fallback::profile::{Boundary, Geo};
@@ -275,6 +285,7 @@ pub fn cross_region_ids(base: &str, scopes: &[Geo], in_region: bool) -> Vec<Stri
 pub struct Boundary {
     scopes: Vec<Geo>,
     home_region: Option<String>,
+    application_profiles: bool,
 }
 
 impl Boundary {
@@ -283,6 +294,7 @@ impl Boundary {
         Boundary {
             scopes: vec![scope],
             home_region: None,
+            application_profiles: false,
         }
     }
 
@@ -302,6 +314,17 @@ impl Boundary {
         self
     }
 
+    /// Accepts application inference profile ARNs whose region is inside
+    /// the boundary. Their routing cannot be read from their id: allow them
+    /// only once you have checked that each of yours copies a model or a
+    /// profile inside the boundary (`GetInferenceProfile` lists the
+    /// regions it routes to).
+    #[must_use]
+    pub fn allow_application_profiles(mut self) -> Boundary {
+        self.application_profiles = true;
+        self
+    }
+
     /// The boundary's scopes.
     pub fn scopes(&self) -> &[Geo] {
         &self.scopes
@@ -318,6 +341,11 @@ impl Boundary {
             boundary: self.to_string(),
         };
         let is_arn = id.starts_with("arn:");
+        if is_arn && is_application_profile(id) && !self.application_profiles {
+            return Err(BuildError::ApplicationProfile {
+                target: id.to_owned(),
+            });
+        }
         let (prefix, _) = split_profile(resource_id(id));
         match prefix {
             Some(p) => match Geo::from_prefix(p) {
@@ -342,6 +370,14 @@ impl Boundary {
             }
         }
     }
+}
+
+/// Whether an ARN names an application inference profile (its resource
+/// type, between the last `:` and the `/`).
+fn is_application_profile(arn: &str) -> bool {
+    arn.rsplit_once('/')
+        .and_then(|(head, _)| head.rsplit_once(':'))
+        .is_some_and(|(_, kind)| kind == "application-inference-profile")
 }
 
 impl fmt::Display for Boundary {
@@ -443,6 +479,27 @@ mod tests {
         );
         let eu_home_us = Boundary::within(Geo::Eu).home_region("us-east-1");
         assert!(eu_home_us.check("amazon.nova-lite-v1:0").is_err());
+        // An application profile in an EU region may copy a global profile:
+        // refused unless allowed.
+        let app = "arn:aws:bedrock:eu-central-1:123456789012:application-inference-profile/a1b2c3";
+        assert_eq!(
+            eu.check(app),
+            Err(BuildError::ApplicationProfile {
+                target: app.to_owned()
+            })
+        );
+        let allowed = Boundary::within(Geo::Eu).allow_application_profiles();
+        assert!(allowed.check(app).is_ok());
+        assert!(
+            allowed
+                .check("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1")
+                .is_err()
+        );
+        // System profiles' ARNs are read from their prefix as before.
+        assert!(
+            eu.check("arn:aws:bedrock:eu-central-1:123456789012:inference-profile/global.amazon.nova-lite-v1:0")
+                .is_err()
+        );
         let apac = Boundary::within(Geo::Apac).or(Geo::Eu);
         assert!(apac.check("jp.amazon.nova-lite-v1:0").is_ok());
         assert!(apac.check("au.amazon.nova-lite-v1:0").is_ok());

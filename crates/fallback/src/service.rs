@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tower_bedrock_core::{Classified, ModelRequest};
 use tower_service::Service;
 
-use crate::future::{Attempts, ResponseFuture};
+use crate::future::{Attempts, ResponseFuture, call_within};
 use crate::layer::Routes;
 use crate::mode::{ResponseMode, Unary};
 
@@ -84,7 +84,10 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let Some(chain) = self.routes.find(req.model_id()) else {
             // No chain for this model: one call, unchanged.
-            return ResponseFuture::new(self.inner.call(req), Attempts::passthrough());
+            return ResponseFuture::new(
+                call_within(&mut self.inner, req, None),
+                Attempts::passthrough(),
+            );
         };
         let (mut attempts, first) = Attempts::start(self.routes.clone(), chain, req);
         if attempts.has_more() {
@@ -92,11 +95,12 @@ where
             // polled ready takes this call.
             let clone = self.inner.clone();
             let mut ready = std::mem::replace(&mut self.inner, clone);
-            let fut = ready.call(first);
+            let fut = call_within(&mut ready, first, attempts.deadline());
             attempts.keep_service(ready);
             ResponseFuture::new(fut, attempts)
         } else {
-            ResponseFuture::new(self.inner.call(first), attempts)
+            let fut = call_within(&mut self.inner, first, attempts.deadline());
+            ResponseFuture::new(fut, attempts)
         }
     }
 }

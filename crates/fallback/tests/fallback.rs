@@ -778,3 +778,126 @@ async fn the_chain_deadline_stops_starting_new_targets() {
         BuildError::ZeroChainDeadline
     );
 }
+
+/// The deadlines seen by each target's call, in order.
+type SeenDeadlines = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<tokio::time::Instant>)>>>;
+
+/// A model service that records the call deadline it sees in `call` and in
+/// its future, then fails with `OVERLOADED` after `took`.
+fn deadline_recorder(
+    took: Duration,
+) -> (
+    impl Service<Ask, Response = String, Error = support::Error, Future = impl Send> + Clone,
+    SeenDeadlines,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let svc = tower::service_fn(move |ask: Ask| {
+        let in_call = tower_bedrock_core::deadline::call_deadline();
+        let log = log.clone();
+        async move {
+            tokio::time::sleep(took).await;
+            assert_eq!(tower_bedrock_core::deadline::call_deadline(), in_call);
+            log.lock().unwrap().push((ask.model.clone(), in_call));
+            Err::<String, _>(upstream(&ask.model, OVERLOADED))
+        }
+    });
+    (svc, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_chain_deadline_is_the_call_deadline_of_every_target() {
+    // The layers below (a retry layer, a budget) see the chain deadline
+    // and do not wait past it.
+    let (svc, seen) = deadline_recorder(Duration::from_secs(1));
+    let layer = ModelFallbackLayer::builder()
+        .chain(Chain::of([A, B]))
+        .chain_deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let e = layer.layer(svc).oneshot(Ask::new(A)).await.unwrap_err();
+    assert_eq!(e.class(), OVERLOADED);
+    let at = Some(start + Duration::from_secs(5));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(A.to_owned(), at), (B.to_owned(), at)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_caller_deadline_bounds_the_chain() {
+    // No chain deadline configured: the deadline the call runs under (set
+    // by the caller or a layer above) stops the chain. Before, B and C
+    // were started after it had passed.
+    let (svc, seen) = deadline_recorder(Duration::from_secs(3));
+    let layer = ModelFallbackLayer::new(Chain::of([A, B, C])).unwrap();
+    let start = tokio::time::Instant::now();
+    let at = start + Duration::from_secs(4);
+    let e =
+        tower_bedrock_core::deadline::with_call_deadline(at, layer.layer(svc).oneshot(Ask::new(A)))
+            .await
+            .unwrap_err();
+    // A fails at 3 s, B starts and fails at 6 s: past the deadline, C is
+    // not started.
+    assert_eq!(start.elapsed(), Duration::from_secs(6));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(A.to_owned(), Some(at)), (B.to_owned(), Some(at))]
+    );
+    assert_eq!(e.context().unwrap().tried.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn map_request_cannot_move_a_target_outside_its_boundary() {
+    const EU_A: &str = "eu.anthropic.claude-sonnet-4-20250514-v1:0";
+    const EU_B: &str = "eu.amazon.nova-pro-v1:0";
+    let mock = Mock::new();
+    mock.script(EU_A, Behaviour::fail(OVERLOADED));
+    // The boundary accepts the ids; the rewrite would send B's requests to
+    // a global profile.
+    let layer = ModelFallbackLayer::builder()
+        .boundary(Boundary::within(Geo::Eu))
+        .chain(
+            Chain::new().then(EU_A).then(
+                Target::new(EU_B)
+                    .map_request(|a: &mut Ask| a.model = "global.amazon.nova-pro-v1:0".into()),
+            ),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(
+        layer
+            .layer(mock.clone())
+            .oneshot(Ask::new(EU_A))
+            .await
+            .unwrap(),
+        EU_B
+    );
+    assert_eq!(mock.called(), [EU_A, EU_B]);
+}
+
+#[test]
+fn application_profiles_are_refused_under_a_boundary_unless_allowed() {
+    let app = "arn:aws:bedrock:eu-central-1:123456789012:application-inference-profile/x1y2z3";
+    let chain = || Chain::<Ask>::of(["eu.amazon.nova-pro-v1:0", app]);
+    assert_eq!(
+        ModelFallbackLayer::builder()
+            .boundary(Boundary::within(Geo::Eu))
+            .chain(chain())
+            .build()
+            .unwrap_err(),
+        BuildError::ApplicationProfile {
+            target: app.to_owned()
+        }
+    );
+    assert!(
+        ModelFallbackLayer::builder()
+            .boundary(Boundary::within(Geo::Eu).allow_application_profiles())
+            .chain(chain())
+            .build()
+            .is_ok()
+    );
+    // Without a boundary there is nothing to check.
+    assert!(ModelFallbackLayer::new(chain()).is_ok());
+}
