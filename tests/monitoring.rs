@@ -50,6 +50,8 @@ const RULES: &str = include_str!("../monitoring/prometheus/bedrock-alerts.yml");
 const DASHBOARD: &str = include_str!("../monitoring/grafana/bedrock-dashboard.json");
 
 const REGION: &str = "us-east-1";
+/// The prompt of every call (it must never reach a metric).
+const PROMPT: &str = "Tell me about quotas, marker 7f3a9c.";
 const WINDOW: Duration = Duration::from_secs(1);
 
 /// The fallback chain's primary: throttled once, then failing with 503s
@@ -509,7 +511,7 @@ fn converse(model: &str, max_tokens: i32) -> ConverseRequest {
         .messages(
             Message::builder()
                 .role(ConversationRole::User)
-                .content(ContentBlock::Text("Tell me about quotas.".to_owned()))
+                .content(ContentBlock::Text(PROMPT.to_owned()))
                 .build()
                 .unwrap(),
         )
@@ -789,6 +791,155 @@ fn the_preset_stack_lights_up_every_alert_and_panel() {
         e.shutdown().await;
     });
     check_stack_scrape(&scrape, &text);
+}
+
+// ---------------------------------------------------------------- CloudWatch EMF
+
+#[cfg(feature = "emf")]
+const CLOUDFORMATION: &str = include_str!("../monitoring/cloudwatch/bedrock-monitoring.yaml");
+
+/// The (metric, dimension names) pairs the CloudFormation template reads
+/// from the stack's own namespace: its dashboard's `SEARCH` schemas and
+/// its alarm's Metrics Insights `SCHEMA`.
+#[cfg(feature = "emf")]
+fn template_stack_metrics() -> Vec<(String, BTreeSet<String>)> {
+    const NS: &str = "${StackMetricsNamespace}";
+    let mut out = Vec::new();
+    let mut rest = CLOUDFORMATION;
+    while let Some(pos) = rest.find(&format!("{{{NS},")) {
+        let after = &rest[pos + NS.len() + 2..];
+        let close = after.find('}').expect("closed SEARCH schema");
+        let dims = after[..close]
+            .split(',')
+            .map(|d| d.trim().to_owned())
+            .collect();
+        let name_at = after.find(r#"MetricName=\""#).expect("a MetricName") + 13;
+        let name_end = name_at + after[name_at..].find('\\').expect("closed name");
+        out.push((after[name_at..name_end].to_owned(), dims));
+        rest = &after[close..];
+    }
+    let mut rest = CLOUDFORMATION;
+    while let Some(pos) = rest.find(&format!("SCHEMA(\"{NS}\",")) {
+        let before = &rest[..pos];
+        let sum = before.rfind("SUM(").expect("SELECT SUM(metric)") + 4;
+        let name = before[sum..].split(')').next().unwrap().trim().to_owned();
+        let after = &rest[pos + NS.len() + 10..];
+        let close = after.find(')').expect("closed SCHEMA");
+        let dims = after[..close]
+            .split(',')
+            .map(|d| d.trim().to_owned())
+            .collect();
+        out.push((name, dims));
+        rest = &after[close..];
+    }
+    out
+}
+
+#[cfg(feature = "emf")]
+#[test]
+fn the_stack_publishes_embedded_metric_format_that_the_cloudwatch_template_reads() {
+    use tower_bedrock::emf::EmfRecorder;
+
+    let recorder = EmfRecorder::builder("TowerBedrock").build().unwrap();
+    {
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        runtime().block_on(async {
+            let e = emulator().await;
+            let budget = budget_builder().build().unwrap();
+            let svc = tower_bedrock::stack()
+                .window(WINDOW)
+                .seed(7)
+                .fallback_chain(chain())
+                .retry(retry_layer())
+                .breaker(breaker_layer())
+                .token_budget(&budget)
+                .service::<_, ConverseRequest, _>(bedrock(&e).await)
+                .unwrap();
+            check_outcomes(&exercise(svc, &e).await);
+            e.shutdown().await;
+        });
+    }
+    let mut out = Vec::new();
+    let written = recorder.flush(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        !text.contains("marker 7f3a9c"),
+        "the prompt reached a metric"
+    );
+    assert!(!text.contains("not-a-secret") && !text.contains("AKIDEXAMPLE"));
+
+    // JSON lines, each an EMF document: namespace, one dimension set whose
+    // names are fields of the document, metric definitions whose names are
+    // fields too.
+    let docs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(docs.len(), written);
+    let mut found: BTreeMap<String, Vec<(BTreeSet<String>, serde_json::Value)>> = BTreeMap::new();
+    for d in &docs {
+        let cw = &d["_aws"]["CloudWatchMetrics"];
+        assert_eq!(cw.as_array().map(Vec::len), Some(1), "{d}");
+        assert_eq!(cw[0]["Namespace"], "TowerBedrock");
+        assert!(
+            d["_aws"]["Timestamp"]
+                .as_u64()
+                .is_some_and(|t| t > 1_600_000_000_000)
+        );
+        let dims: BTreeSet<String> = cw[0]["Dimensions"][0]
+            .as_array()
+            .expect("one dimension set")
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect();
+        for name in &dims {
+            assert!(d[name].is_string(), "dimension {name} of {d}");
+        }
+        for m in cw[0]["Metrics"].as_array().expect("metric definitions") {
+            let name = m["Name"].as_str().unwrap();
+            assert!(!d[name].is_null(), "metric {name} has no value: {d}");
+            found
+                .entry(name.to_owned())
+                .or_default()
+                .push((dims.clone(), d.clone()));
+        }
+    }
+    // Invocations and latency by model, the latency as a distribution in
+    // seconds.
+    let models: BTreeSet<&str> = found[names::INVOCATIONS]
+        .iter()
+        .map(|(dims, d)| {
+            assert_eq!(dims, &BTreeSet::from(["model".to_owned()]));
+            d["model"].as_str().unwrap()
+        })
+        .collect();
+    for m in [PRIMARY, SECONDARY, POOLED, SCARCE] {
+        assert!(models.contains(m), "{m} not in {models:?}");
+    }
+    let latency = &found[names::INVOCATION_LATENCY];
+    assert!(latency.iter().all(|(_, d)| {
+        let h = &d[names::INVOCATION_LATENCY];
+        h["Values"].as_array().is_some_and(|v| !v.is_empty())
+            && h["Counts"].as_array().map(Vec::len) == h["Values"].as_array().map(Vec::len)
+    }));
+    // The connection-pool errors the template's alarm selects.
+    assert!(found[names::INVOCATION_ERRORS].iter().any(|(_, d)| {
+        d["kind"] == "connection_pool" && d["class"] == "unavailable" && d["model"] == POOLED
+    }));
+
+    // Every metric the CloudFormation template reads from the stack's
+    // namespace is published with exactly the dimensions it names.
+    let wanted = template_stack_metrics();
+    assert!(wanted.len() >= 5, "{wanted:?}");
+    for (name, dims) in wanted {
+        let published = found
+            .get(&name)
+            .map(|v| v.iter().map(|(d, _)| d).collect::<Vec<_>>());
+        assert!(
+            published.as_ref().is_some_and(|p| p.contains(&&dims)),
+            "the template reads {name} with dimensions {dims:?}; published: {published:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- Redis store

@@ -129,6 +129,8 @@ pub use tower_bedrock_sdk as sdk;
 pub use tower::util::{BoxCloneService, BoxCloneSyncService};
 
 pub mod logging;
+#[cfg(feature = "emf")]
+pub mod emf;
 pub mod observe;
 pub mod stack;
 
