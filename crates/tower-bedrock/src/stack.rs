@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! ModelFallback          slot `fallback`  (off by default: needs a chain)
-//!   QuotaAlignedRetry    slot `retry`     (on: crate defaults, ModelRequest reports)
+//!   QuotaAlignedRetry    slot `retry`     (on: crate defaults, ModelRequest reports;
+//!                                          waits out open breakers when there is no fallback)
 //!     CircuitBreak       slot `breaker`   (on: crate defaults)
 //!       TokenBudget      slot `budget`    (off by default: needs your quota)
 //!         ThrottleClassify slot `classify` (on: SDK errors)
@@ -18,20 +19,39 @@
 //! configured your way). Slots are resolved by
 //! [`StackBuilder::into_layer`] and [`StackBuilder::service`], which return a
 //! typed [`BuildError`] for any configuration a layer refuses.
+//!
+//! # The breaker under the retry, and open breakers
+//!
+//! The breaker sits under the retry layer so that it sees every attempt
+//! (each retry is a call to the model: its outcome is the model's health)
+//! and refuses retries of a dead model before they reach Bedrock. What the
+//! retry layer does with such a refusal (`Local(CircuitOpen)`) depends on
+//! what is above it:
+//!
+//! - **with a fallback chain**, the refusal goes up at once and the
+//!   fallback layer moves on to the next target;
+//! - **without one** (a single model), the default retry layer waits the
+//!   breaker out ([`CircuitWait`]: the refusal's `retry_after` plus up to a
+//!   quarter more, at most 30 s per wait, within the call's deadline, no
+//!   retry budget spent). Returning the refusal instead failed every call
+//!   that was waiting to retry a 503 when the breaker opened: in a storm of
+//!   50 % 503s that made the stack answer fewer calls than a plain retry
+//!   loop. The breaker still spares Bedrock the retries of those calls.
 
 use std::fmt;
 use std::time::Duration;
 
 use tower::util::{BoxCloneService, BoxCloneSyncService};
-use tower_bedrock_breaker::CircuitBreakLayer;
+use tower_bedrock_breaker::{CircuitBreakLayer, DEFAULT_MAX_OPEN_DURATION, DEFAULT_OPEN_DURATION};
 use tower_bedrock_budget::{Budget, BudgetStore, TokenBudgetLayer};
 use tower_bedrock_classify::ThrottleClassifyLayer;
 use tower_bedrock_core::Clock;
 use tower_bedrock_core::{ErrorClass, ThrottleKind, UnavailableKind};
 use tower_bedrock_fallback::{Chain, ModelFallbackLayer};
 use tower_bedrock_retry::{
-    Backoff, ClassPolicy, DEFAULT_DEADLINE, DEFAULT_HINT_MAX, DEFAULT_HINT_MIN, ModelRequestReport,
-    Policies, QuotaAlignedRetryLayer,
+    Backoff, CircuitWait, ClassPolicy, DEFAULT_CIRCUIT_MAX_TOTAL, DEFAULT_CIRCUIT_MAX_WAIT,
+    DEFAULT_DEADLINE, DEFAULT_HINT_MAX, DEFAULT_HINT_MIN, ModelRequestReport, Policies,
+    QuotaAlignedRetryLayer,
 };
 use tower_layer::{Identity, Layer};
 
@@ -47,6 +67,7 @@ pub struct StackSettings {
     window: Duration,
     seed: Option<u64>,
     clock: Option<Clock>,
+    fallback: bool,
 }
 
 impl StackSettings {
@@ -71,6 +92,12 @@ impl StackSettings {
     pub fn clock(&self) -> Option<Clock> {
         self.clock
     }
+
+    /// Whether the stack has a fallback layer (its slot is not [`Off`]).
+    /// Without one, the default retry layer waits out open breakers.
+    pub fn has_fallback(&self) -> bool {
+        self.fallback
+    }
 }
 
 impl Default for StackSettings {
@@ -79,6 +106,7 @@ impl Default for StackSettings {
             window: DEFAULT_WINDOW,
             seed: None,
             clock: None,
+            fallback: false,
         }
     }
 }
@@ -91,6 +119,11 @@ pub trait Slot {
 
     /// Builds the layer, with the stack's shared settings.
     fn resolve(self, settings: &StackSettings) -> Result<Self::Layer, BuildError>;
+
+    /// Whether this slot leaves its layer out ([`Off`] does).
+    fn is_off(&self) -> bool {
+        false
+    }
 }
 
 /// A slot left empty: the layer is not part of the stack.
@@ -101,6 +134,9 @@ impl Slot for Off {
     type Layer = Identity;
     fn resolve(self, _: &StackSettings) -> Result<Identity, BuildError> {
         Ok(Identity::new())
+    }
+    fn is_off(&self) -> bool {
+        true
     }
 }
 
@@ -120,7 +156,9 @@ impl<L> Slot for Custom<L> {
 /// deadline scaled by [`StackSettings::time_scale`]), the stack's window,
 /// seed and clock, recording attempts into
 /// the request's [`CallReport`](tower_bedrock_core::CallReport)
-/// ([`ModelRequestReport`]).
+/// ([`ModelRequestReport`]). Without a fallback layer in the stack, it
+/// also waits out open breakers ([`CircuitWait`] with its defaults, scaled
+/// too); see the [module documentation](self).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefaultRetry;
 
@@ -142,6 +180,14 @@ impl Slot for DefaultRetry {
                 }
                 b = b.policy(class, scaled);
             }
+        }
+        if !s.fallback {
+            let k = s.time_scale();
+            b = b.wait_out_open_circuits(
+                CircuitWait::new()
+                    .max_wait(DEFAULT_CIRCUIT_MAX_WAIT.mul_f64(k))
+                    .max_total(DEFAULT_CIRCUIT_MAX_TOTAL.mul_f64(k)),
+            );
         }
         if let Some(seed) = s.seed {
             b = b.seed(seed);
@@ -204,9 +250,9 @@ impl Slot for DefaultBreaker {
 }
 
 /// The breaker crate's default open duration (scaled with the window).
-const BREAKER_OPEN: Duration = Duration::from_secs(5);
+const BREAKER_OPEN: Duration = DEFAULT_OPEN_DURATION;
 /// The breaker crate's default cap on the open duration.
-const BREAKER_MAX_OPEN: Duration = Duration::from_secs(120);
+const BREAKER_MAX_OPEN: Duration = DEFAULT_MAX_OPEN_DURATION;
 /// The breaker crate's default hint for calls refused while probes run.
 const BREAKER_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -325,8 +371,8 @@ impl From<tower_bedrock_budget::BuildError> for BuildError {
 /// | slot | default | change it with | leave it out with |
 /// |---|---|---|---|
 /// | fallback | off (there is no sensible default chain) | [`fallback_chain`](Self::fallback_chain), [`fallback`](Self::fallback) | [`without_fallback`](Self::without_fallback) |
-/// | retry | [`DefaultRetry`]: per-class policies, window alignment, retry budget 500/5, 5 attempts, 180 s deadline | [`retry`](Self::retry) | [`without_retry`](Self::without_retry) |
-/// | breaker | [`DefaultBreaker`]: per model, opens at 50 % failures over 20 calls (10 minimum), 5 s doubling to 120 s, 3 probes | [`breaker`](Self::breaker) | [`without_breaker`](Self::without_breaker) |
+/// | retry | [`DefaultRetry`]: per-class policies, window alignment, retry budget 500/5, 5 attempts, 210 s deadline; waits out open breakers when the fallback slot is off | [`retry`](Self::retry) | [`without_retry`](Self::without_retry) |
+/// | breaker | [`DefaultBreaker`]: per model, opens at 50 % failures over 20 calls (10 minimum), 5 s doubling to 30 s, 2 of 3 probes close it; a full connection pool does not count | [`breaker`](Self::breaker) | [`without_breaker`](Self::without_breaker) |
 /// | budget | off (your TPM quota is yours to state) | [`budget`](Self::budget), [`token_budget`](Self::token_budget) | [`without_budget`](Self::without_budget) |
 /// | classify | [`DefaultClassify`]: `aws-sdk-bedrockruntime` errors | [`classify`](Self::classify) | [`without_classify`](Self::without_classify) (for services whose errors are already `Classified`) |
 /// | metrics | [`DefaultMetrics`]: invocations, latency, tokens per model, per attempt | [`metrics`](Self::metrics) | [`without_metrics`](Self::without_metrics) |
@@ -597,7 +643,9 @@ impl<F: Slot, R: Slot, B: Slot, T: Slot, C: Slot, M: Slot> StackBuilder<F, R, B,
         BedrockStackLayer<F::Layer, R::Layer, B::Layer, T::Layer, C::Layer, M::Layer>,
         BuildError,
     > {
-        let s = &self.settings;
+        let mut settings = self.settings;
+        settings.fallback = !self.fallback.is_off();
+        let s = &settings;
         Ok(BedrockStackLayer {
             fallback: self.fallback.resolve(s)?,
             retry: self.retry.resolve(s)?,
