@@ -12,6 +12,7 @@
 //! `skipped: ...` line and passes, unless `REQUIRE_EXTERNAL_TESTS=1`, where
 //! it fails.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -37,7 +38,9 @@ fn skip(suite: &str, missing: &str, how: &str) {
     if std::env::var("REQUIRE_EXTERNAL_TESTS").as_deref() == Ok("1") {
         panic!("{line} (REQUIRE_EXTERNAL_TESTS=1)");
     }
-    eprintln!("{line}");
+    // Written to the process's stderr directly, not through the test
+    // harness's capture, so that `cargo test` shows it.
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 async fn run(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
