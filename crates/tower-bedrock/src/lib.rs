@@ -142,3 +142,14 @@ pub use stack::{BedrockStackLayer, BuildError, StackBuilder};
 pub fn stack() -> StackBuilder {
     StackBuilder::new()
 }
+
+/// The README's streaming example (`examples/snippets/readme_streams.rs`,
+/// which `tests/streams.rs` checks the README quotes verbatim), compiled
+/// as a doc test.
+#[cfg(doctest)]
+#[doc = concat!(
+    "```rust,no_run\n",
+    include_str!("../../../examples/snippets/readme_streams.rs"),
+    "```"
+)]
+pub struct ReadmeStreams;
