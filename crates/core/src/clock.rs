@@ -1,6 +1,15 @@
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
+
+/// How often the system clock re-reads the wall clock: about once a quota
+/// window.
+pub(crate) const REANCHOR_EVERY: Duration = Duration::from_secs(60);
+
+/// The process-wide anchor of [`Clock::system`]: a wall-clock reading and
+/// the tokio instant it was taken at.
+static SYSTEM_ANCHOR: Mutex<Option<(Duration, Instant)>> = Mutex::new(None);
 
 /// Wall-clock time derived from tokio's monotonic clock.
 ///
@@ -12,6 +21,13 @@ use tokio::time::Instant;
 /// `tokio::time::pause()` the elapsed part follows the paused clock, so a
 /// test can start the clock at a chosen instant ([`Clock::starting_at`]) and
 /// step through minute boundaries deterministically.
+///
+/// [`Clock::system`] re-reads the wall clock about once a window
+/// (every 60 s), so that an NTP step or a VM resume (which moves
+/// the wall clock but not the monotonic one) shifts the window alignment
+/// for a minute at most, not for the life of the process. The anchor is
+/// shared by every system clock of the process. A clock made by
+/// [`Clock::starting_at`] is never re-anchored: it is for tests.
 ///
 /// `Clock` is `Copy`; copies share the same anchor.
 ///
@@ -30,10 +46,42 @@ use tokio::time::Instant;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clock {
-    /// Wall time at the anchor, as a duration since the UNIX epoch.
-    wall_anchor: Duration,
-    /// Tokio instant at the anchor.
-    mono_anchor: Instant,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The system's wall clock, through the process-wide anchor.
+    System,
+    /// A fixed anchor.
+    Fixed {
+        /// Wall time at the anchor, as a duration since the UNIX epoch.
+        wall_anchor: Duration,
+        /// Tokio instant at the anchor.
+        mono_anchor: Instant,
+    },
+}
+
+/// The system anchor, re-read when older (or newer, after a jump of the
+/// tokio clock) than [`REANCHOR_EVERY`].
+fn system_anchor() -> (Duration, Instant) {
+    let now = Instant::now();
+    let mut anchor = SYSTEM_ANCHOR.lock().unwrap_or_else(|p| p.into_inner());
+    match *anchor {
+        Some((wall, mono))
+            if now.saturating_duration_since(mono) < REANCHOR_EVERY
+                && mono.saturating_duration_since(now) < REANCHOR_EVERY =>
+        {
+            (wall, mono)
+        }
+        _ => {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO);
+            *anchor = Some((wall, now));
+            (wall, now)
+        }
+    }
 }
 
 impl Clock {
@@ -42,21 +90,17 @@ impl Clock {
     /// Must be called where tokio's time is available (inside a runtime, or
     /// anywhere outside tests: `Instant::now` falls back to the OS clock).
     pub fn system() -> Self {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        Clock {
-            wall_anchor: wall,
-            mono_anchor: Instant::now(),
-        }
+        Clock { kind: Kind::System }
     }
 
     /// A clock whose wall time is `since_epoch` (since the UNIX epoch) now.
     /// Meant for tests and simulations.
     pub fn starting_at(since_epoch: Duration) -> Self {
         Clock {
-            wall_anchor: since_epoch,
-            mono_anchor: Instant::now(),
+            kind: Kind::Fixed {
+                wall_anchor: since_epoch,
+                mono_anchor: Instant::now(),
+            },
         }
     }
 
@@ -72,10 +116,17 @@ impl Clock {
 
     /// The wall time (since the UNIX epoch) at a given tokio instant.
     pub fn wall_at(&self, at: Instant) -> Duration {
-        if at >= self.mono_anchor {
-            self.wall_anchor + (at - self.mono_anchor)
+        let (wall_anchor, mono_anchor) = match self.kind {
+            Kind::System => system_anchor(),
+            Kind::Fixed {
+                wall_anchor,
+                mono_anchor,
+            } => (wall_anchor, mono_anchor),
+        };
+        if at >= mono_anchor {
+            wall_anchor.saturating_add(at - mono_anchor)
         } else {
-            self.wall_anchor.saturating_sub(self.mono_anchor - at)
+            wall_anchor.saturating_sub(mono_anchor - at)
         }
     }
 
@@ -146,6 +197,28 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(clock.until_next_window(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_clock_is_re_anchored_about_once_a_window() {
+        // Paused tokio time runs away from the wall clock, as the wall
+        // clock runs away from the monotonic one after an NTP step or a VM
+        // resume. Before, the anchor was read once and the clock stayed an
+        // hour off here.
+        let clock = Clock::system();
+        let first = clock.since_epoch();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let read = clock.since_epoch();
+        let off = read.abs_diff(wall);
+        assert!(off < REANCHOR_EVERY, "{off:?} off the wall clock");
+        assert!(read >= first);
+        // Within a window, the clock follows the tokio clock.
+        let before = clock.since_epoch();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let after = clock.since_epoch();
+        assert!(after >= before && after - before <= Duration::from_secs(2));
+        assert_eq!(Clock::system(), clock);
     }
 
     #[tokio::test(start_paused = true)]
