@@ -1,6 +1,11 @@
+use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
+
+/// The `source()` of a [`ClassifiedError`] built by
+/// [`ClassifiedError::with_source`]: the inner error itself.
+type AsError<E> = fn(&E) -> &(dyn Error + 'static);
 
 use crate::{Classification, ErrorClass, LocalRejection};
 
@@ -10,6 +15,12 @@ use crate::{Classification, ErrorClass, LocalRejection};
 /// [`ErrorContext`] is where outer layers note what they did (attempts made,
 /// why retrying stopped, fallback targets tried); error types that have no
 /// room for it keep the default methods and the notes are simply not kept.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` does not say how Bedrock failed (it is not `Classified`)",
+    label = "the layers of tower-bedrock read every error through `Classified`",
+    note = "put `ThrottleClassifyLayer` (tower-bedrock-classify) below this layer to wrap the inner errors in `ClassifiedError`, or implement `Classified` for `{Self}`",
+    note = "layers that refuse requests (budget, breaker, retry deadline) also need `{Self}: From<Rejection>`, which `ClassifiedError<E>` implements"
+)]
 pub trait Classified {
     /// The failure's class and metadata.
     fn classification(&self) -> &Classification;
@@ -175,7 +186,18 @@ impl Error for Rejection {}
 /// with its [`Classification`] and the [`ErrorContext`] outer layers add.
 ///
 /// `Display` names the class and the code, never a body or a message.
-/// [`Error::source`] returns the inner error, so nothing is lost.
+///
+/// It is a [`std::error::Error`] for any inner error with `Debug` and
+/// `Display`, `BoxError` included (so `tower::timeout` below the stack and
+/// `tower::buffer` above it compose). [`Error::source`] returns:
+///
+/// - for a local rejection, the [`Rejection`];
+/// - the inner error itself when it was wrapped by
+///   [`with_source`](Self::with_source) (the SDK classifiers do), or when
+///   it is a boxed `dyn Error` (`BoxError`): its own source chain and
+///   `downcast_ref` work;
+/// - otherwise a view of the inner error with its `Display` and `Debug`
+///   (reach the typed error through [`inner`](Self::inner)).
 ///
 /// The error is one pointer wide (its parts live in one box), so results
 /// stay small on the success path.
@@ -187,29 +209,78 @@ struct Repr<E> {
     classification: Classification,
     context: ErrorContext,
     source: Source<E>,
+    as_error: Option<AsError<E>>,
 }
 
 enum Source<E> {
-    Inner(E),
+    Inner(Shown<E>),
     Local(Rejection),
 }
 
+/// The inner error as stored: a `dyn Error` view of any `Debug + Display`
+/// type, for [`Error::source`].
+struct Shown<E>(E);
+
+impl<E: fmt::Debug> fmt::Debug for Shown<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Shown<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> Error for Shown<E> {}
+
+/// A boxed `dyn Error` as itself, when `e` is one.
+fn boxed_error<E: 'static>(e: &E) -> Option<&(dyn Error + 'static)> {
+    let any: &dyn Any = e;
+    if let Some(b) = any.downcast_ref::<Box<dyn Error + Send + Sync>>() {
+        return Some(&**b);
+    }
+    if let Some(b) = any.downcast_ref::<Box<dyn Error + Send>>() {
+        return Some(&**b);
+    }
+    if let Some(b) = any.downcast_ref::<Box<dyn Error>>() {
+        return Some(&**b);
+    }
+    None
+}
+
 impl<E> ClassifiedError<E> {
-    /// Wraps an inner error with its classification.
+    /// Wraps an inner error with its classification. Any type works; see
+    /// the type's docs for what [`Error::source`] returns, and
+    /// [`with_source`](Self::with_source) for inner errors that are
+    /// `Error`s themselves.
     pub fn new(inner: E, classification: Classification) -> Self {
         ClassifiedError {
             repr: Box::new(Repr {
                 classification,
                 context: ErrorContext::default(),
-                source: Source::Inner(inner),
+                source: Source::Inner(Shown(inner)),
+                as_error: None,
             }),
         }
+    }
+
+    /// Wraps an inner error that is an [`Error`]: [`Error::source`] then
+    /// returns it as itself (its source chain and `downcast_ref` work).
+    pub fn with_source(inner: E, classification: Classification) -> Self
+    where
+        E: Error + 'static,
+    {
+        let mut e = Self::new(inner, classification);
+        e.repr.as_error = Some(|e| e);
+        e
     }
 
     /// The inner error, unless this is a local rejection.
     pub fn inner(&self) -> Option<&E> {
         match &self.repr.source {
-            Source::Inner(e) => Some(e),
+            Source::Inner(e) => Some(&e.0),
             Source::Local(_) => None,
         }
     }
@@ -217,7 +288,7 @@ impl<E> ClassifiedError<E> {
     /// Takes the inner error, unless this is a local rejection.
     pub fn into_inner(self) -> Option<E> {
         match self.repr.source {
-            Source::Inner(e) => Some(e),
+            Source::Inner(e) => Some(e.0),
             Source::Local(_) => None,
         }
     }
@@ -235,7 +306,8 @@ impl<E> ClassifiedError<E> {
         self.repr.classification.class
     }
 
-    /// Maps the inner error, keeping classification and context.
+    /// Maps the inner error, keeping classification and context. (The
+    /// result's [`Error::source`] is as for [`new`](Self::new).)
     pub fn map_inner<F, T>(self, f: F) -> ClassifiedError<T>
     where
         F: FnOnce(E) -> T,
@@ -244,15 +316,17 @@ impl<E> ClassifiedError<E> {
             classification,
             context,
             source,
+            as_error: _,
         } = *self.repr;
         ClassifiedError {
             repr: Box::new(Repr {
                 classification,
                 context,
                 source: match source {
-                    Source::Inner(e) => Source::Inner(f(e)),
+                    Source::Inner(e) => Source::Inner(Shown(f(e.0))),
                     Source::Local(r) => Source::Local(r),
                 },
+                as_error: None,
             }),
         }
     }
@@ -265,6 +339,7 @@ impl<E> From<Rejection> for ClassifiedError<E> {
                 classification: rejection.classification.clone(),
                 context: ErrorContext::default(),
                 source: Source::Local(rejection),
+                as_error: None,
             }),
         }
     }
@@ -315,10 +390,13 @@ impl<E> fmt::Debug for ClassifiedError<E> {
     }
 }
 
-impl<E: Error + 'static> Error for ClassifiedError<E> {
+impl<E: fmt::Debug + fmt::Display + 'static> Error for ClassifiedError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.repr.source {
-            Source::Inner(e) => Some(e),
+            Source::Inner(e) => Some(match self.repr.as_error {
+                Some(as_error) => as_error(&e.0),
+                None => boxed_error(&e.0).unwrap_or(e),
+            }),
             Source::Local(r) => Some(r),
         }
     }
@@ -353,6 +431,66 @@ mod tests {
         assert!(!format!("{e:?}").contains("secret"));
         assert_eq!(e.source().unwrap().to_string(), "inner with a secret body");
         assert!(e.inner().is_some());
+    }
+
+    type BoxError = Box<dyn Error + Send + Sync>;
+
+    fn throttled() -> Classification {
+        Classification::new(ErrorClass::Throttled(ThrottleKind::RequestRate))
+    }
+
+    fn boxed<E: Error + Send + Sync + 'static>(e: E) -> BoxError {
+        e.into()
+    }
+
+    #[test]
+    fn over_a_box_error_it_is_an_error_that_boxes_and_keeps_the_chain() {
+        #[derive(Debug)]
+        struct Outer(Inner);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl Error for Outer {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = ClassifiedError::new(boxed(Outer(Inner)), throttled());
+        // What `tower::buffer` and `?` into a BoxError need.
+        let as_box: BoxError = boxed(e);
+        let e = as_box
+            .downcast_ref::<ClassifiedError<BoxError>>()
+            .expect("boxed as itself");
+        // source() is the boxed error itself: downcast and chain work.
+        let source = e.source().unwrap();
+        assert!(source.downcast_ref::<Outer>().is_some());
+        assert!(source.source().unwrap().downcast_ref::<Inner>().is_some());
+    }
+
+    #[test]
+    fn with_source_exposes_the_inner_error_as_itself() {
+        let e = ClassifiedError::with_source(Inner, throttled());
+        assert!(e.source().unwrap().downcast_ref::<Inner>().is_some());
+        // `new` over the same type: a view with the same text.
+        let e = ClassifiedError::new(Inner, throttled());
+        assert!(e.source().unwrap().downcast_ref::<Inner>().is_none());
+        assert_eq!(e.source().unwrap().to_string(), "inner with a secret body");
+        // Mapping keeps the class; the new inner error is a view again.
+        let e = ClassifiedError::with_source(Inner, throttled()).map_inner(|_| "mapped");
+        assert_eq!(e.source().unwrap().to_string(), "mapped");
+        assert_eq!(e.class(), ErrorClass::Throttled(ThrottleKind::RequestRate));
+    }
+
+    #[test]
+    fn any_debug_display_inner_error_makes_an_error() {
+        fn is_error<T: Error + Send + Sync + 'static>(_: &T) {}
+        let e = ClassifiedError::new(String::from("plain text error"), throttled());
+        is_error(&e);
+        assert_eq!(e.source().unwrap().to_string(), "plain text error");
+        let r: ClassifiedError<String> = Rejection::new(LocalRejection::CircuitOpen).into();
+        assert!(r.source().unwrap().downcast_ref::<Rejection>().is_some());
     }
 
     #[test]

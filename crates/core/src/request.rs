@@ -20,6 +20,11 @@ pub struct TokenDemand {
 ///
 /// Layers use it to key their state by model (budgets, breakers), to
 /// retarget a request (fallback) and to learn its token demand (budget).
+#[diagnostic::on_unimplemented(
+    message = "the request type `{Self}` does not tell tower-bedrock its model (it is not `ModelRequest`)",
+    label = "the budget, breaker and fallback key their state by the request's model id",
+    note = "the request types of tower-bedrock-sdk (`ConverseRequest`, `InvokeModelRequest`...) implement it; for your own request type implement `ModelRequest` (`model_id`, `set_model_id`, `token_demand`)"
+)]
 pub trait ModelRequest {
     /// The model id, inference profile id or ARN the request is sent to.
     fn model_id(&self) -> &str;

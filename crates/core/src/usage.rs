@@ -64,6 +64,11 @@ impl Add for Usage {
 pub type UsageCallback = Box<dyn FnOnce(Option<Usage>) + Send + 'static>;
 
 /// A response that can tell how many tokens its call consumed.
+#[diagnostic::on_unimplemented(
+    message = "the response type `{Self}` does not report its token usage (it is not `ReportsUsage`)",
+    label = "the token budget settles each reservation with the response's usage",
+    note = "the response types of tower-bedrock-sdk implement it; for your own response type implement `ReportsUsage::usage` (return `None` when unknown: the reservation is then kept)"
+)]
 pub trait ReportsUsage {
     /// The usage, when the response carries it now.
     fn usage(&self) -> Option<Usage>;
