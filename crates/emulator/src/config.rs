@@ -201,7 +201,8 @@ impl Latency {
 pub struct EmulatorConfig {
     /// Address to listen on; port 0 picks a free port.
     pub bind: SocketAddr,
-    /// Seed of every random decision (fault rates, request ids, text).
+    /// Seed of every random decision (fault rates, text). Request ids are
+    /// random regardless, like Bedrock's.
     pub seed: u64,
     /// Quota window length in milliseconds (60 000 like Bedrock).
     pub window_ms: u64,

@@ -2,7 +2,8 @@
 //! rehearsals.
 //!
 //! The official `aws-sdk-bedrockruntime` client (or any AWS SDK) talks to it
-//! unchanged through `endpoint_url`. It speaks Bedrock's wire protocol
+//! unchanged through `endpoint_url`, over HTTP/1.1 or HTTP/2 with prior
+//! knowledge on the same port. It speaks Bedrock's wire protocol
 //! (restJson1 errors with `x-amzn-ErrorType` and `x-amzn-RequestId`,
 //! `application/vnd.amazon.eventstream` streams), serves Converse,
 //! ConverseStream, InvokeModel, InvokeModelWithResponseStream and
@@ -17,6 +18,12 @@
 //! [`EmulatorConfig::models`]; any inference profile prefix (`us.`,
 //! `global.`...) or ARN of a known model is accepted; quotas are kept per id
 //! (an ARN counts as its resource id), so a profile has quotas of its own.
+//! An unknown id is a 400 ValidationException, as on Bedrock.
+//!
+//! Validation: the [`catalogue`] holds each model's limits (output tokens,
+//! context window, body size, burndown, whether a bare id is refused in
+//! favour of an inference profile) and their sources; requests beyond them,
+//! and conversations Bedrock refuses, get Bedrock's ValidationException.
 //!
 //! Tokens: see [`tokens`] for the heuristic shared by CountTokens, usage
 //! and quotas.
