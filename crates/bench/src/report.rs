@@ -45,7 +45,13 @@ pub fn table(report: &Report) -> String {
         s.window_ms,
         report.attainable
     );
-    let _ = writeln!(
+    if s.streaming {
+        let _ = writeln!(
+            out,
+            "streams: latency until the last event; ttfe: time to the first event; in-stream: exceptions the server sent inside streams"
+        );
+    }
+    let _ = write!(
         out,
         "{:<22} {:>8} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>7} {:>6} {:>6}",
         "strategy",
@@ -60,8 +66,16 @@ pub fn table(report: &Report) -> String {
         "Jain",
         "worst"
     );
+    if s.streaming {
+        let _ = write!(
+            out,
+            " {:>8} {:>8} {:>9}",
+            "ttfe50 s", "ttfe95 s", "in-stream"
+        );
+    }
+    out.push('\n');
     let i = &report.ideal;
-    let _ = writeln!(
+    let _ = write!(
         out,
         "{:<22} {:>7.1}% {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>7} {:>7} {:>6} {:>6}",
         "ideal",
@@ -76,8 +90,13 @@ pub fn table(report: &Report) -> String {
         "-",
         "-"
     );
+    if s.streaming {
+        let ttfe = s.ttft_ms as f64 / 1000.0;
+        let _ = write!(out, " {:>8.1} {:>8.1} {:>9}", ttfe, ttfe, 0);
+    }
+    out.push('\n');
     for r in &report.runs {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:<22} {:>7.1}% {:>6} {:>6} {:>6} {:>9.2} {:>7} {:>7} {:>7} {:>6.3} {:>5.0}%",
             r.strategy.name(),
@@ -92,6 +111,16 @@ pub fn table(report: &Report) -> String {
             r.jain,
             r.worst_share * 100.0
         );
+        if s.streaming {
+            let _ = write!(
+                out,
+                " {:>8} {:>8} {:>9}",
+                secs(r.ttfe_p50_s),
+                secs(r.ttfe_p95_s),
+                r.stream_exceptions
+            );
+        }
+        out.push('\n');
     }
     for r in &report.runs {
         let mut extra = Vec::new();

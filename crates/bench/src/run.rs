@@ -7,20 +7,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message,
 };
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tower::util::BoxCloneService;
 use tower::{BoxError, Service, ServiceExt};
 use tower_bedrock::core::CallReport;
-use tower_bedrock::sdk::ConverseRequest;
+use tower_bedrock::sdk::{ConverseRequest, ConverseStreamRequest, ConverseStreamResponse};
 use tower_bedrock_emulator::{CounterSnapshot, Emulator};
 
 use crate::metrics;
 use crate::spec::Scenario;
-use crate::strategy::{self, ChatService, ClientOptions, Strategy};
+use crate::strategy::{self, AppService, ClientOptions, Strategy};
 
 /// One application's numbers.
 #[derive(Debug, Clone, Serialize)]
@@ -78,7 +80,18 @@ pub struct RunResult {
     pub attempts_per_success: f64,
     /// Answers served by the fallback model.
     pub fallbacks: u64,
-    /// Latency percentiles of answered calls, in scenario seconds.
+    /// Exceptions the server sent inside event streams (streaming
+    /// scenarios).
+    pub stream_exceptions: u64,
+    /// Time to the first event of answered streams, percentiles in
+    /// scenario seconds (`None` unless the scenario streams).
+    pub ttfe_p50_s: Option<f64>,
+    /// 95th percentile of the time to the first event.
+    pub ttfe_p95_s: Option<f64>,
+    /// 99th percentile of the time to the first event.
+    pub ttfe_p99_s: Option<f64>,
+    /// Latency percentiles of answered calls, in scenario seconds (a
+    /// stream's: until its last event).
     pub p50_s: Option<f64>,
     /// 95th percentile.
     pub p95_s: Option<f64>,
@@ -131,7 +144,13 @@ pub(crate) fn schedule(s: &Scenario) -> Vec<Planned> {
     plan
 }
 
-fn request(model: &str, input_tokens: u64, max_tokens: u64, n: u64) -> ConverseRequest {
+/// A call's request, Converse or ConverseStream.
+enum Request {
+    Unary(ConverseRequest),
+    Stream(ConverseStreamRequest),
+}
+
+fn request(model: &str, input_tokens: u64, max_tokens: u64, n: u64, streaming: bool) -> Request {
     // Text of the right size (the emulator counts 4 chars a token); the
     // content does not matter.
     let chars = (input_tokens * 4) as usize;
@@ -140,58 +159,125 @@ fn request(model: &str, input_tokens: u64, max_tokens: u64, n: u64) -> ConverseR
         text.push_str("lorem ipsum dolor sit amet ");
     }
     text.truncate(chars.max(1));
-    let input = ConverseInput::builder()
-        .model_id(model)
-        .messages(
-            Message::builder()
-                .role(ConversationRole::User)
-                .content(ContentBlock::Text(text))
-                .build()
-                .expect("role and content are set"),
-        )
-        .inference_config(
-            InferenceConfiguration::builder()
-                .max_tokens(i32::try_from(max_tokens).unwrap_or(i32::MAX))
-                .build(),
-        )
+    let message = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text))
         .build()
-        .expect("valid input");
-    ConverseRequest::new(input)
+        .expect("role and content are set");
+    let config = InferenceConfiguration::builder()
+        .max_tokens(i32::try_from(max_tokens).unwrap_or(i32::MAX))
+        .build();
+    if streaming {
+        let input = ConverseStreamInput::builder()
+            .model_id(model)
+            .messages(message)
+            .inference_config(config)
+            .build()
+            .expect("valid input");
+        Request::Stream(ConverseStreamRequest::new(input))
+    } else {
+        let input = ConverseInput::builder()
+            .model_id(model)
+            .messages(message)
+            .inference_config(config)
+            .build()
+            .expect("valid input");
+        Request::Unary(ConverseRequest::new(input))
+    }
 }
 
 struct Outcome {
     app: usize,
     done_at: Duration,
     latency: Duration,
+    /// Time to the first event of a stream.
+    first_event: Option<Duration>,
     result: Result<(), String>,
     fallback: bool,
 }
 
-async fn one_call(
+/// One call through `svc` as `strategy` makes it: the seed's loop for the
+/// naive strategy, a call report for the stack (fallbacks), a plain call
+/// otherwise.
+async fn through<Req: Clone + Send + 'static, Res: Send + 'static>(
     strategy: Strategy,
-    svc: ChatService,
-    req: ConverseRequest,
+    svc: BoxCloneService<Req, Res, BoxError>,
+    req: Req,
     k: f64,
     seed: u64,
-) -> (Result<(), BoxError>, bool) {
+) -> Result<Res, BoxError> {
     match strategy {
-        Strategy::Naive => (
-            strategy::naive_call(svc, req, k, seed).await.map(|_| ()),
-            false,
-        ),
-        Strategy::Stack => {
-            let report = CallReport::new();
-            let req = req.with_report(report.clone());
-            let r = svc.oneshot(req).await.map(|_| ());
-            (r, report.summary().degraded())
-        }
+        Strategy::Naive => strategy::naive_call(svc, req, k, seed).await,
         _ => {
             let mut svc = svc;
-            let r = match svc.ready().await {
-                Ok(s) => s.call(req).await.map(|_| ()),
+            match svc.ready().await {
+                Ok(s) => s.call(req).await,
                 Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// What one call came to: the result (a failure's label), whether a
+/// fallback model answered, and a stream's time to its first event.
+struct Done {
+    result: Result<(), String>,
+    fallback: bool,
+    first_event: Option<Duration>,
+}
+
+async fn one_call(strategy: Strategy, svc: AppService, req: Request, k: f64, seed: u64) -> Done {
+    let report = CallReport::new();
+    match (svc, req) {
+        (AppService::Unary(svc), Request::Unary(req)) => {
+            let req = if strategy == Strategy::Stack {
+                req.with_report(report.clone())
+            } else {
+                req
             };
-            (r, false)
+            let r = through(strategy, svc, req, k, seed).await;
+            Done {
+                result: r.map(|_| ()).map_err(|e| strategy::failure_label(&e)),
+                fallback: report.summary().degraded(),
+                first_event: None,
+            }
+        }
+        (AppService::Stream(svc), Request::Stream(req)) => {
+            let req = if strategy == Strategy::Stack {
+                req.with_report(report.clone())
+            } else {
+                req
+            };
+            let t0 = Instant::now();
+            let r = through(strategy, svc, req, k, seed).await;
+            // The response comes once the first event has arrived.
+            let first_event = t0.elapsed();
+            let result = match r {
+                Ok(stream) => read_to_end(stream).await,
+                Err(e) => Err(strategy::failure_label(&e)),
+            };
+            Done {
+                result,
+                fallback: report.summary().degraded(),
+                first_event: Some(first_event),
+            }
+        }
+        _ => Done {
+            result: Err("harness: request and service kinds differ".into()),
+            fallback: false,
+            first_event: None,
+        },
+    }
+}
+
+/// Reads a stream to its end; a failure after the first event is labelled
+/// `in-stream/<class>/<kind>`.
+async fn read_to_end(mut stream: ConverseStreamResponse) -> Result<(), String> {
+    loop {
+        match stream.recv().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("in-stream/{}", strategy::class_label(&e.class()))),
         }
     }
 }
@@ -221,7 +307,7 @@ pub async fn run(
         ..opts.clone()
     };
     // The clients of every process; app i's service.
-    let mut services: Vec<Option<ChatService>> = vec![None; scenario.apps.len()];
+    let mut services: Vec<Option<AppService>> = vec![None; scenario.apps.len()];
     let mut notes = Vec::new();
     for p in 0..scenario.processes {
         let clients =
@@ -237,7 +323,7 @@ pub async fn run(
             services[i] = Some(svc);
         }
     }
-    let services: Vec<ChatService> = services
+    let services: Vec<AppService> = services
         .into_iter()
         .map(|s| s.expect("every app has a process"))
         .collect();
@@ -287,19 +373,26 @@ pub async fn run(
         tokio::time::sleep_until(start + Duration::from_secs_f64(p.at_min * window.as_secs_f64()))
             .await;
         let app = &scenario.apps[p.app];
-        let req = request(&primary, app.input_tokens, app.max_tokens, n as u64);
+        let req = request(
+            &primary,
+            app.input_tokens,
+            app.max_tokens,
+            n as u64,
+            scenario.streaming,
+        );
         let svc = services[p.app].clone();
         let app_idx = p.app;
         let seed = scenario.seed.wrapping_add(n as u64);
         tasks.spawn(async move {
             let t0 = Instant::now();
-            let (r, fallback) = one_call(strategy, svc, req, k, seed).await;
+            let done = one_call(strategy, svc, req, k, seed).await;
             Outcome {
                 app: app_idx,
                 done_at: start.elapsed(),
                 latency: t0.elapsed(),
-                result: r.map_err(|e| strategy::failure_label(&e)),
-                fallback,
+                first_event: done.first_event,
+                result: done.result,
+                fallback: done.fallback,
             }
         });
     }
@@ -353,6 +446,7 @@ fn summarize(
     let k = scenario.time_scale();
     let mut lost_by_reason = BTreeMap::new();
     let mut latencies = Vec::new();
+    let mut first_events = Vec::new();
     let mut per_app = vec![0u64; scenario.apps.len()];
     let mut offered = vec![0u64; scenario.apps.len()];
     let mut fallbacks = 0;
@@ -362,6 +456,9 @@ fn summarize(
             Ok(()) => {
                 per_app[o.app] += 1;
                 latencies.push(o.latency.as_secs_f64() / k);
+                if let Some(t) = o.first_event {
+                    first_events.push(t.as_secs_f64() / k);
+                }
                 fallbacks += u64::from(o.fallback);
             }
             Err(label) => *lost_by_reason.entry(label.clone()).or_insert(0) += 1,
@@ -377,6 +474,7 @@ fn summarize(
     let answered: u64 = per_app.iter().sum();
     let calls: u64 = plan_offered.iter().sum();
     latencies.sort_by(f64::total_cmp);
+    first_events.sort_by(f64::total_cmp);
     let apps: Vec<AppResult> = scenario
         .apps
         .iter()
@@ -431,6 +529,10 @@ fn summarize(
         server_requests: counters.requests,
         attempts_per_success: counters.requests as f64 / answered.max(1) as f64,
         fallbacks,
+        stream_exceptions: counters.stream_exceptions,
+        ttfe_p50_s: metrics::percentile(&first_events, 50.0),
+        ttfe_p95_s: metrics::percentile(&first_events, 95.0),
+        ttfe_p99_s: metrics::percentile(&first_events, 99.0),
         p50_s: metrics::percentile(&latencies, 50.0),
         p95_s: metrics::percentile(&latencies, 95.0),
         p99_s: metrics::percentile(&latencies, 99.0),

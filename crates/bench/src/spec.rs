@@ -79,6 +79,11 @@ pub struct FaultSpec {
     /// Model hit (omitted: the primary model).
     #[serde(default)]
     pub model: Option<String>,
+    /// In-stream kinds (`stream_throttle`, `stream_unavailable`,
+    /// `stream_error`, ...): events sent before the exception (0: before
+    /// the first event, which the stack treats as the call's failure).
+    #[serde(default)]
+    pub after_events: Option<u32>,
     /// First minute (0-based).
     #[serde(default)]
     pub from_minute: usize,
@@ -122,6 +127,11 @@ pub struct Scenario {
     /// Time per output token, in scenario milliseconds.
     #[serde(default = "default_per_token")]
     pub per_token_ms: f64,
+    /// The apps call ConverseStream (and read each stream to its end)
+    /// instead of Converse; the table then reports the time to the first
+    /// event beside the total latency.
+    #[serde(default)]
+    pub streaming: bool,
     /// Client processes sharing the quota (apps name theirs).
     #[serde(default = "default_processes")]
     pub processes: usize,
@@ -214,6 +224,7 @@ fn base(name: &str, description: &str) -> Scenario {
         output_tokens: default_output(),
         ttft_ms: default_ttft(),
         per_token_ms: default_per_token(),
+        streaming: false,
         processes: 1,
         stack_max_wait_minutes: default_max_wait(),
         models: vec![ModelSpec {
@@ -229,7 +240,7 @@ fn base(name: &str, description: &str) -> Scenario {
 
 impl Scenario {
     /// The names of the built-in scenarios, in run order.
-    pub const BUILT_IN: [&'static str; 9] = [
+    pub const BUILT_IN: [&'static str; 10] = [
         "seed-peak",
         "tpm-documents",
         "overload-fallback",
@@ -239,6 +250,7 @@ impl Scenario {
         "claude4-chat",
         "claude4-chat-docs",
         "claude4-storm",
+        "stream-faults",
     ];
 
     /// A built-in scenario by name.
@@ -253,6 +265,7 @@ impl Scenario {
             "claude4-chat" => Self::claude4_chat(),
             "claude4-chat-docs" => Self::claude4_chat_docs(),
             "claude4-storm" => Self::claude4_storm(),
+            "stream-faults" => Self::stream_faults(),
             _ => return None,
         })
     }
@@ -312,6 +325,7 @@ impl Scenario {
             kind: "overloaded".into(),
             rate: 1.0,
             model: None,
+            after_events: None,
             from_minute: 3,
             minutes: Some(2),
         }];
@@ -330,6 +344,7 @@ impl Scenario {
             kind: "unavailable".into(),
             rate: 0.5,
             model: None,
+            after_events: None,
             from_minute: 2,
             minutes: Some(3),
         }];
@@ -424,9 +439,37 @@ impl Scenario {
             kind: "unavailable".into(),
             rate: 0.3,
             model: None,
+            after_events: None,
             from_minute: 2,
             minutes: Some(3),
         }];
+        s
+    }
+
+    /// Streaming chat: every app calls ConverseStream. The chat traffic of
+    /// [`Scenario::claude4_chat`] (`max_tokens` 2048) with exceptions sent
+    /// inside the stream before its first event (after HTTP 200, which the
+    /// SDK's own retry never sees): `throttlingException` on 25 % of the
+    /// calls in minutes 2-3, `serviceUnavailableException` on 25 % in
+    /// minutes 5-6.
+    pub fn stream_faults() -> Scenario {
+        let mut s = Self::claude4_chat();
+        s.name = "stream-faults".into();
+        s.description = "ConverseStream chat up to 100 rpm on 1M tpm: in-stream throttles before the first event on 25 % of calls in minutes 2-3, in-stream 503s in minutes 5-6".into();
+        s.streaming = true;
+        s.apps[0].max_tokens = 2_048;
+        let in_stream = |kind: &str, from_minute| FaultSpec {
+            kind: kind.into(),
+            rate: 0.25,
+            model: None,
+            after_events: Some(0),
+            from_minute,
+            minutes: Some(2),
+        };
+        s.faults = vec![
+            in_stream("stream_throttle", 2),
+            in_stream("stream_unavailable", 5),
+        ];
         s
     }
 
@@ -552,11 +595,14 @@ impl Scenario {
     /// The emulator's fault rule of `f` (no duration: the harness installs
     /// and removes it at minute boundaries).
     pub fn fault_rule(&self, f: &FaultSpec) -> Result<FaultRule, SpecError> {
-        let kind: FaultKind = serde_json::from_value(serde_json::json!({ "kind": f.kind }))
-            .map_err(|e| SpecError::Invalid {
-                scenario: self.name.clone(),
-                reason: format!("fault kind {:?}: {e}", f.kind),
-            })?;
+        let mut spec = serde_json::json!({ "kind": f.kind });
+        if let Some(n) = f.after_events {
+            spec["after_events"] = n.into();
+        }
+        let kind: FaultKind = serde_json::from_value(spec).map_err(|e| SpecError::Invalid {
+            scenario: self.name.clone(),
+            reason: format!("fault kind {:?}: {e}", f.kind),
+        })?;
         Ok(FaultRule::new(kind)
             .rate(f.rate)
             .model(f.model.clone().unwrap_or_else(|| self.models[0].id.clone())))

@@ -11,11 +11,14 @@ use tower::limit::RateLimit;
 use tower::retry::{Policy, Retry};
 use tower::util::BoxCloneService;
 use tower::{BoxError, Service, ServiceExt};
-use tower_bedrock::budget::{Budget, BudgetStore, Limits};
+use tower_bedrock::budget::{Budget, BudgetStore, Limits, TokenBudgetLayer};
 use tower_bedrock::classify::ThrottleClassifyLayer;
-use tower_bedrock::core::{Classified, ClassifiedError, ErrorClass};
+use tower_bedrock::core::{ClassifiedError, ErrorClass};
 use tower_bedrock::fallback::{Chain, Target};
-use tower_bedrock::sdk::{BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse};
+use tower_bedrock::sdk::{
+    BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse,
+    ConverseStreamCallError, ConverseStreamRequest, ConverseStreamResponse,
+};
 use tower_bedrock_budget_redis::RedisStore;
 use tower_layer::Layer;
 
@@ -28,9 +31,24 @@ pub type SdkError = aws_sdk_bedrockruntime::error::SdkError<
 >;
 /// The classified SDK error (what the stack and the classify layer return).
 pub type StackError = ClassifiedError<SdkError>;
+/// The classified error of a ConverseStream call that failed before its
+/// first event.
+pub type StreamCallError = ClassifiedError<ConverseStreamCallError>;
 /// A boxed Converse service with a boxed error (every strategy's common
 /// shape).
 pub type ChatService = BoxCloneService<ConverseRequest, ConverseResponse, BoxError>;
+/// A boxed ConverseStream service with a boxed error (the streaming
+/// scenarios' shape).
+pub type StreamService = BoxCloneService<ConverseStreamRequest, ConverseStreamResponse, BoxError>;
+
+/// One app's service: Converse or ConverseStream, as the scenario says.
+#[derive(Clone)]
+pub(crate) enum AppService {
+    /// Converse.
+    Unary(ChatService),
+    /// ConverseStream.
+    Stream(StreamService),
+}
 
 /// A client strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,7 +112,7 @@ pub struct ClientOptions {
 /// The services of one process, one per app (same order as the apps of the
 /// process), and a note on how they were set up.
 pub(crate) struct ProcessClients {
-    pub(crate) services: Vec<ChatService>,
+    pub(crate) services: Vec<AppService>,
     pub(crate) note: Option<String>,
 }
 
@@ -142,11 +160,13 @@ pub(crate) async fn build(
             .build();
         Ok::<_, BoxError>(aws_sdk_bedrockruntime::Client::from_conf(conf))
     };
-    let classified = |bedrock: BedrockService| -> ChatService {
-        BoxCloneService::new(ServiceExt::<ConverseRequest>::map_err(
-            ThrottleClassifyLayer::new().layer(bedrock),
-            BoxError::from,
-        ))
+    let streaming = scenario.streaming;
+    let classified = |bedrock: BedrockService| -> AppService {
+        if streaming {
+            AppService::Stream(classified_stream(bedrock))
+        } else {
+            AppService::Unary(classified_unary(bedrock))
+        }
     };
     let n = apps.len();
     let mut note = None;
@@ -171,19 +191,21 @@ pub(crate) async fn build(
         }
         Strategy::TowerRetryRateLimit => {
             let sdk = builder.clone().build().await?;
-            let inner = ThrottleClassifyLayer::new().layer(BedrockService::new(sdk));
+            let bedrock = BedrockService::new(sdk);
             let per_minute = request_rate(scenario) / scenario.processes as f64;
             let num = (per_minute.floor() as u64).max(1);
-            let limited =
-                RateLimit::new(inner, tower::limit::rate::Rate::new(num, scenario.window()));
-            let shared = Buffer::new(limited, 4096);
+            let rate = tower::limit::rate::Rate::new(num, scenario.window());
             let policy = TowerPolicy {
                 left: 4,
                 attempt: 0,
                 k,
                 seeds: Arc::new(AtomicU64::new(scenario.seed)),
             };
-            let svc: ChatService = BoxCloneService::new(Retry::new(policy, shared));
+            let svc = if streaming {
+                AppService::Stream(tower_stream(bedrock, rate, policy))
+            } else {
+                AppService::Unary(tower_unary(bedrock, rate, policy))
+            };
             note = Some(format!("RateLimit {num} requests per window per process"));
             vec![svc; n]
         }
@@ -221,7 +243,12 @@ pub(crate) async fn build(
                         return Err("Redis not reachable".into());
                     }
                     note = Some("budgets shared through Redis".into());
-                    stack_services(scenario, bb.build_with_store(store)?, &names, bedrock)?
+                    let budget = bb.build_with_store(store)?;
+                    if streaming {
+                        stack_stream(scenario, budget, &names, bedrock)?
+                    } else {
+                        stack_unary(scenario, budget, &names, bedrock)?
+                    }
                 }
                 _ => {
                     if scenario.processes > 1 {
@@ -230,7 +257,12 @@ pub(crate) async fn build(
                             scenario.processes
                         ));
                     }
-                    stack_services(scenario, bb.build()?, &names, bedrock)?
+                    let budget = bb.build()?;
+                    if streaming {
+                        stack_stream(scenario, budget, &names, bedrock)?
+                    } else {
+                        stack_unary(scenario, budget, &names, bedrock)?
+                    }
                 }
             }
         }
@@ -238,56 +270,102 @@ pub(crate) async fn build(
     Ok(ProcessClients { services, note })
 }
 
-fn stack_services<St: BudgetStore + Clone + Send + Sync + 'static>(
-    scenario: &Scenario,
-    budget: Budget<St>,
-    apps: &[&str],
-    bedrock: BedrockService,
-) -> Result<Vec<ChatService>, BoxError>
-where
-    tower_bedrock::budget::TokenBudgetLayer<St>: Clone,
-{
-    let primary = scenario.models[0].id.as_str();
-    let mut out = Vec::new();
-    match &scenario.fallback {
-        Some(fb) => {
-            let max = scenario
-                .apps
-                .iter()
-                .map(|a| a.max_tokens)
-                .max()
-                .unwrap_or(200);
-            let layer = tower_bedrock::stack()
-                .window(scenario.window())
-                .seed(scenario.seed)
-                .fallback_chain(
-                    Chain::new()
-                        .then(primary)
-                        .then(Target::new(fb).max_tokens(max)),
-                )
-                .into_layer()?;
-            for app in apps {
-                let svc = layer
-                    .with_budget_layer(budget.tenant(app, 1)?.layer())
-                    .boxed::<_, ConverseRequest, _>(bedrock.clone());
-                out.push(BoxCloneService::new(svc.map_err(BoxError::from)));
-            }
+/// The per-request-type builders: the classified SDK service, tower's
+/// `Retry` over `RateLimit`, and the preset stack with a budget tenant per
+/// app, for Converse and for ConverseStream.
+macro_rules! per_request {
+    ($req:ty, $resp:ty, $variant:ident, $classified:ident, $tower:ident, $stack:ident) => {
+        fn $classified(bedrock: BedrockService) -> BoxCloneService<$req, $resp, BoxError> {
+            BoxCloneService::new(ServiceExt::<$req>::map_err(
+                ThrottleClassifyLayer::new().layer(bedrock),
+                BoxError::from,
+            ))
         }
-        None => {
-            let layer = tower_bedrock::stack()
-                .window(scenario.window())
-                .seed(scenario.seed)
-                .into_layer()?;
-            for app in apps {
-                let svc = layer
-                    .with_budget_layer(budget.tenant(app, 1)?.layer())
-                    .boxed::<_, ConverseRequest, _>(bedrock.clone());
-                out.push(BoxCloneService::new(svc.map_err(BoxError::from)));
-            }
+
+        fn $tower(
+            bedrock: BedrockService,
+            rate: tower::limit::rate::Rate,
+            policy: TowerPolicy,
+        ) -> BoxCloneService<$req, $resp, BoxError> {
+            let inner = ThrottleClassifyLayer::new().layer(bedrock);
+            let limited = RateLimit::new(inner, rate);
+            let shared: Buffer<$req, _> = Buffer::new(limited, 4096);
+            BoxCloneService::new(Retry::new(policy, shared))
         }
-    }
-    Ok(out)
+
+        fn $stack<St: BudgetStore + Clone + Send + Sync + 'static>(
+            scenario: &Scenario,
+            budget: Budget<St>,
+            apps: &[&str],
+            bedrock: BedrockService,
+        ) -> Result<Vec<AppService>, BoxError>
+        where
+            TokenBudgetLayer<St>: Clone,
+        {
+            let primary = scenario.models[0].id.as_str();
+            let mut out = Vec::new();
+            match &scenario.fallback {
+                Some(fb) => {
+                    let max = scenario
+                        .apps
+                        .iter()
+                        .map(|a| a.max_tokens)
+                        .max()
+                        .unwrap_or(200);
+                    let layer = tower_bedrock::stack()
+                        .window(scenario.window())
+                        .seed(scenario.seed)
+                        .fallback_chain(
+                            Chain::new()
+                                .then(primary)
+                                .then(Target::new(fb).max_tokens(max)),
+                        )
+                        .into_layer()?;
+                    for app in apps {
+                        let svc = layer
+                            .with_budget_layer(budget.tenant(app, 1)?.layer())
+                            .boxed::<_, $req, _>(bedrock.clone());
+                        out.push(AppService::$variant(BoxCloneService::new(
+                            svc.map_err(BoxError::from),
+                        )));
+                    }
+                }
+                None => {
+                    let layer = tower_bedrock::stack()
+                        .window(scenario.window())
+                        .seed(scenario.seed)
+                        .into_layer()?;
+                    for app in apps {
+                        let svc = layer
+                            .with_budget_layer(budget.tenant(app, 1)?.layer())
+                            .boxed::<_, $req, _>(bedrock.clone());
+                        out.push(AppService::$variant(BoxCloneService::new(
+                            svc.map_err(BoxError::from),
+                        )));
+                    }
+                }
+            }
+            Ok(out)
+        }
+    };
 }
+
+per_request!(
+    ConverseRequest,
+    ConverseResponse,
+    Unary,
+    classified_unary,
+    tower_unary,
+    stack_unary
+);
+per_request!(
+    ConverseStreamRequest,
+    ConverseStreamResponse,
+    Stream,
+    classified_stream,
+    tower_stream,
+    stack_stream
+);
 
 /// Requests per minute the quota allows for the scenario's traffic: the RPM
 /// quota, or the TPM quota over the average request's reservation (input +
@@ -310,20 +388,23 @@ pub fn request_rate(scenario: &Scenario) -> f64 {
     }
 }
 
-/// The classification of a boxed error, when it is one of ours.
-pub fn classify_boxed(e: &BoxError) -> Option<&StackError> {
-    e.downcast_ref::<StackError>()
+/// The class of a boxed error, when it is one of the classified errors a
+/// strategy returns (a Converse call's or a ConverseStream call's).
+pub fn class_of(e: &BoxError) -> Option<ErrorClass> {
+    if let Some(c) = e.downcast_ref::<StackError>() {
+        return Some(c.class());
+    }
+    e.downcast_ref::<StreamCallError>().map(|c| c.class())
+}
+
+/// A label for a class: `class/kind`.
+pub fn class_label(class: &ErrorClass) -> String {
+    format!("{}/{}", class.label(), class.kind_label())
 }
 
 /// A label for a failed call.
 pub fn failure_label(e: &BoxError) -> String {
-    match classify_boxed(e) {
-        Some(c) => {
-            let class = c.class();
-            format!("{}/{}", class.label(), class.kind_label())
-        }
-        None => "other".into(),
-    }
+    class_of(e).map_or_else(|| "other".into(), |c| class_label(&c))
 }
 
 /// tower's `Retry` policy a user would write: retry 429s and 503s with
@@ -337,21 +418,17 @@ struct TowerPolicy {
     seeds: Arc<AtomicU64>,
 }
 
-impl Policy<ConverseRequest, ConverseResponse, BoxError> for TowerPolicy {
+impl<Req: Clone, Res> Policy<Req, Res, BoxError> for TowerPolicy {
     type Future = tokio::time::Sleep;
 
     fn retry(
         &mut self,
-        _req: &mut ConverseRequest,
-        result: &mut Result<ConverseResponse, BoxError>,
+        _req: &mut Req,
+        result: &mut Result<Res, BoxError>,
     ) -> Option<Self::Future> {
         let e = result.as_ref().err()?;
-        let retryable = classify_boxed(e).is_some_and(|c| {
-            matches!(
-                c.class(),
-                ErrorClass::Throttled(_) | ErrorClass::Unavailable(_)
-            )
-        });
+        let retryable = class_of(e)
+            .is_some_and(|c| matches!(c, ErrorClass::Throttled(_) | ErrorClass::Unavailable(_)));
         if !retryable || self.left == 0 {
             return None;
         }
@@ -363,19 +440,19 @@ impl Policy<ConverseRequest, ConverseResponse, BoxError> for TowerPolicy {
         Some(tokio::time::sleep(Duration::from_secs_f64(wait)))
     }
 
-    fn clone_request(&mut self, req: &ConverseRequest) -> Option<ConverseRequest> {
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
         Some(req.clone())
     }
 }
 
-/// The seed's retry loop around one call; returns the result and the
-/// retries made.
-pub(crate) async fn naive_call(
-    mut svc: ChatService,
-    req: ConverseRequest,
+/// The seed's retry loop around one call: on a throttle (a 429, or a
+/// `throttlingException` before a stream's first event), up to 4 retries.
+pub(crate) async fn naive_call<Req: Clone, Res>(
+    mut svc: BoxCloneService<Req, Res, BoxError>,
+    req: Req,
     k: f64,
     seed: u64,
-) -> Result<ConverseResponse, BoxError> {
+) -> Result<Res, BoxError> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut attempt = 0;
     loop {
@@ -384,11 +461,7 @@ pub(crate) async fn naive_call(
             Err(e) => Err(e),
         };
         match answer {
-            Err(e)
-                if attempt < 4
-                    && classify_boxed(&e)
-                        .is_some_and(|c| c.classification().status == Some(429)) =>
-            {
+            Err(e) if attempt < 4 && matches!(class_of(&e), Some(ErrorClass::Throttled(_))) => {
                 let wait = 2f64.powi(attempt).min(60.0) * (0.9 + 0.2 * rng.f64());
                 tokio::time::sleep(Duration::from_secs_f64(wait * k)).await;
                 attempt += 1;
