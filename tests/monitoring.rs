@@ -795,8 +795,192 @@ fn the_preset_stack_lights_up_every_alert_and_panel() {
 
 // ---------------------------------------------------------------- CloudWatch EMF
 
-#[cfg(feature = "emf")]
 const CLOUDFORMATION: &str = include_str!("../monitoring/cloudwatch/bedrock-monitoring.yaml");
+
+/// The text of one resource of the CloudFormation template: its line and
+/// the lines indented below it.
+fn resource_block(logical_id: &str) -> String {
+    let lines: Vec<&str> = CLOUDFORMATION.lines().collect();
+    // `Id:`, or `Id&{ModelId}:` inside the `Fn::ForEach` (the first one
+    // after the list's `- `).
+    let key = |l: &str| -> Option<usize> {
+        let t = l.trim_start();
+        let (t, extra) = t.strip_prefix("- ").map_or((t, 0), |t| (t, 2));
+        let named =
+            t.starts_with(&format!("{logical_id}:")) || t.starts_with(&format!("{logical_id}&"));
+        named.then_some(indent(l) + extra)
+    };
+    let (start, own) = lines
+        .iter()
+        .enumerate()
+        .find_map(|(i, l)| key(l).map(|own| (i, own)))
+        .unwrap_or_else(|| panic!("resource {logical_id} missing"));
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.trim().is_empty() && indent(l) <= own)
+        .map_or(lines.len(), |e| start + 1 + e);
+    lines[start..end].join("\n")
+}
+
+/// The folded (`>-`) scalar of `field` in a resource block, as one line.
+fn folded(block: &str, field: &str) -> String {
+    let lines: Vec<&str> = block.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {block}"));
+    let own = indent(lines[at]);
+    lines[at + 1..]
+        .iter()
+        .take_while(|l| indent(l) > own)
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The dashboard body: the JSON under the dashboard's `Fn::Sub`.
+fn cloudwatch_dashboard() -> serde_json::Value {
+    let marker = "Fn::Sub:\n          - |\n";
+    let start = CLOUDFORMATION.find(marker).expect("the dashboard body") + marker.len();
+    let end = start
+        + CLOUDFORMATION[start..]
+            .find("\n          - FirstModelId")
+            .expect("the body's variables");
+    let body: Vec<&str> = CLOUDFORMATION[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("            ").unwrap_or(l))
+        .collect();
+    serde_json::from_str(&body.join("\n")).expect("the dashboard body is JSON")
+}
+
+#[test]
+fn the_cloudwatch_template_holds_the_seed_alarms_dashboard_and_queries() {
+    // The seed's alarms, per model, each with a severity, a runbook and an
+    // SNS action, and a description CloudWatch accepts (1,024 characters,
+    // with room for a model id and the parameters).
+    let alarms = [
+        ("ThrottlesIn5Minutes", "[warning]"),
+        ("ThrottlesSustained", "[critical]"),
+        ("TokenQuotaUtilisation", "[warning]"),
+        ("RequestQuotaUtilisation", "[warning]"),
+        ("SuccessRateLow", "[critical]"),
+        ("ServerErrorSpike", "[critical]"),
+        ("ConnectionPoolSaturated", "[warning]"),
+    ];
+    for (id, severity) in alarms {
+        let block = resource_block(id);
+        assert!(block.contains("Type: AWS::CloudWatch::Alarm"), "{id}");
+        assert_eq!(block.matches("AlarmName:").count(), 1, "{id}: one resource");
+        let description = folded(&block, "AlarmDescription");
+        assert!(description.starts_with(severity), "{id}: {description}");
+        assert!(description.contains("Runbook:"), "{id}: {description}");
+        assert!(
+            description.len() < 900,
+            "{id}: {} characters",
+            description.len()
+        );
+        assert!(
+            block
+                .contains("AlarmActions: [!If [CreateTopic, !Ref AlarmTopic, !Ref AlarmTopicArn]]"),
+            "{id}"
+        );
+    }
+    let five_minutes = resource_block("ThrottlesIn5Minutes");
+    assert!(
+        five_minutes.contains("MetricName: InvocationThrottles")
+            && five_minutes.contains("Period: 300")
+    );
+    let sustained = resource_block("ThrottlesSustained");
+    for line in [
+        "Period: 60",
+        "EvaluationPeriods: 5",
+        "DatapointsToAlarm: 5",
+        "Threshold: 0",
+    ] {
+        assert!(sustained.contains(line), "ThrottlesSustained: {line}");
+    }
+    let quota = resource_block("TokenQuotaUtilisation");
+    assert!(quota.contains("InputTokenCount") && quota.contains("OutputTokenCount"));
+    assert!(CLOUDFORMATION.contains("QuotaUtilisationThreshold:\n    Type: Number\n    Description: Alarm when a model uses more than this share of its per-minute quota.\n    Default: 0.8"));
+    let success = resource_block("SuccessRateLow");
+    assert!(
+        success.contains("Period: 600")
+            && success.contains("ComparisonOperator: LessThanThreshold")
+    );
+    let spike = resource_block("ServerErrorSpike");
+    assert!(spike.contains("InvocationServerErrors") && spike.contains("IF("));
+    // Per model id, on the AWS/Bedrock namespace.
+    assert!(
+        CLOUDFORMATION.contains("Fn::ForEach::ModelAlarms:\n    - ModelId\n    - !Ref ModelIds")
+    );
+    assert!(CLOUDFORMATION.contains("Name: ModelId\n              Value: !Ref ModelId"));
+
+    // The Logs Insights queries: 429s per 5 minutes, 503s per minute.
+    let q429 = resource_block("ThrottlesPer5MinutesQuery");
+    assert!(q429.contains("AWS::Logs::QueryDefinition"));
+    assert!(q429.contains("/ThrottlingException/") && q429.contains("by bin(5m)"));
+    let q503 = resource_block("ServiceUnavailablePerMinuteQuery");
+    assert!(q503.contains("/ServiceUnavailableException/") && q503.contains("by bin(1m)"));
+
+    // The dashboard: 429 and 5xx in separate widgets, by model, in both
+    // regions; weekly bars.
+    let dashboard = cloudwatch_dashboard();
+    let widgets = dashboard["widgets"].as_array().expect("widgets");
+    let text_of = |w: &serde_json::Value| w["properties"]["metrics"].to_string();
+    for region in ["${AWS::Region}", "${SecondaryRegion}"] {
+        let in_region: Vec<&serde_json::Value> = widgets
+            .iter()
+            .filter(|w| w["properties"]["region"] == region && w["type"] == "metric")
+            .collect();
+        let throttles = in_region
+            .iter()
+            .find(|w| {
+                w["properties"]["title"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("429")
+            })
+            .unwrap_or_else(|| panic!("no 429 widget in {region}"));
+        let errors = in_region
+            .iter()
+            .find(|w| {
+                w["properties"]["title"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("5xx")
+            })
+            .unwrap_or_else(|| panic!("no 5xx widget in {region}"));
+        assert!(text_of(throttles).contains("InvocationThrottles"));
+        assert!(!text_of(throttles).contains("InvocationServerErrors"));
+        assert!(text_of(errors).contains("InvocationServerErrors"));
+        assert!(!text_of(errors).contains("InvocationThrottles"));
+        for w in [throttles, errors] {
+            assert!(
+                text_of(w).contains("{AWS/Bedrock,ModelId}"),
+                "by model: {w}"
+            );
+        }
+    }
+    let weekly: Vec<&serde_json::Value> = widgets
+        .iter()
+        .filter(|w| w["properties"]["period"] == 604_800)
+        .collect();
+    assert!(weekly.len() >= 2, "weekly widgets");
+    assert!(weekly.iter().all(|w| w["properties"]["start"] == "-P5W"));
+    let logs: Vec<String> = widgets
+        .iter()
+        .filter(|w| w["type"] == "log")
+        .map(|w| w["properties"]["query"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|q| q.contains("ThrottlingException") && q.contains("bin(5m)"))
+    );
+    assert!(
+        logs.iter()
+            .any(|q| q.contains("ServiceUnavailableException") && q.contains("bin(1m)"))
+    );
+}
 
 /// The (metric, dimension names) pairs the CloudFormation template reads
 /// from the stack's own namespace: its dashboard's `SEARCH` schemas and
