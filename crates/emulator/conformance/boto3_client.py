@@ -18,6 +18,7 @@ import urllib.request
 import boto3
 import botocore.config
 import botocore.exceptions
+import urllib3.exceptions
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -73,6 +74,9 @@ def call(client, case):
                 events.append(ev)
         except botocore.exceptions.EventStreamError as e:
             return out, (events, e)
+        except (botocore.exceptions.HTTPClientError, botocore.exceptions.ResponseStreamingError, urllib3.exceptions.HTTPError) as e:
+            # botocore lets urllib3's error out of an event stream cut short.
+            raise botocore.exceptions.ResponseStreamingError(error=e) from e
         return out, (events, None)
     if op == "count_tokens":
         return client.count_tokens(modelId=model, input={"converse": {"messages": case["messages"]}}), None
@@ -86,6 +90,8 @@ def call(client, case):
             events.append(ev)
     except botocore.exceptions.EventStreamError as e:
         return out, (events, e)
+    except (botocore.exceptions.HTTPClientError, botocore.exceptions.ResponseStreamingError, urllib3.exceptions.HTTPError) as e:
+        raise botocore.exceptions.ResponseStreamingError(error=e) from e
     return out, (events, None)
 
 
@@ -124,6 +130,15 @@ def run_case(endpoint, client, case, ids):
         call(client, case)
     try:
         out, stream = call(client, case)
+    except (
+        botocore.exceptions.ConnectionError,
+        botocore.exceptions.HTTPClientError,
+        botocore.exceptions.ResponseStreamingError,
+    ) as e:
+        # A cut connection or body: a transport error, never an answer.
+        if exp.get("transport_error"):
+            return []
+        return [f"unexpected transport error {type(e).__name__}: {e}"]
     except botocore.exceptions.ClientError as e:
         if "error" not in exp:
             return [f"unexpected {type(e).__name__}: {e.response.get('Error')}"]
@@ -131,6 +146,11 @@ def run_case(endpoint, client, case, ids):
         return problems
     if "error" in exp:
         return [f"no error; expected {exp['error']['name']}"]
+    if exp.get("transport_error"):
+        events, e = stream if stream else ([], None)
+        if e is not None:
+            return [f"a service error {e} where the stream was cut"]
+        return ["an answer where the transport was cut"]
     rid = out["ResponseMetadata"].get("RequestId", "")
     if not UUID.match(rid):
         problems.append(f"request id {rid!r} is not a UUID")

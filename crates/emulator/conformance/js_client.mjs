@@ -128,12 +128,20 @@ async function runCase(c, ids) {
   try {
     res = await call(c);
   } catch (e) {
+    // A cut connection, stream or body: an error without an HTTP status
+    // (or a body that does not parse), never a service exception.
+    const service = typeof e.$metadata?.httpStatusCode === "number" && e.$metadata.httpStatusCode !== 200;
+    if (exp.transport_error) return service ? [`a service error ${e.name} where the transport was cut`] : [];
     if (!exp.error) return [`unexpected ${e.name}: ${e.message}`];
     checkError(exp.error, e, problems, ids);
     return problems;
   }
   if (exp.error) return [`no error; expected ${exp.error.name}`];
   const { out, events, streamError } = res;
+  if (exp.transport_error) {
+    if (streamError && !(streamError.$metadata?.httpStatusCode >= 300)) return [];
+    return [streamError ? `a service error ${streamError.name} where the stream was cut` : "an answer where the transport was cut"];
+  }
   const rid = out.$metadata?.requestId ?? "";
   if (!UUID.test(rid)) problems.push(`request id ${JSON.stringify(rid)} is not a UUID`);
   ids.push(rid);
