@@ -1,5 +1,6 @@
 //! The PNG chart of a scenario's runs: a title, then three panels over
-//! scenario time (calls answered, 429s and 503s the server sent, each per
+//! scenario time (calls answered, 429s and 503s the server sent, or the
+//! exceptions it sent inside streams when the scenario streams; each per
 //! quarter scenario minute), one line per strategy, the ideal schedule's
 //! answers as a grey line, fault minutes shaded, axes with units and a
 //! legend.
@@ -71,7 +72,7 @@ pub fn legend() -> String {
         .map(|(s, c, _)| format!("{c} = {}", s.name()))
         .collect();
     format!(
-        "panels: answers, 429s, 503s per quarter scenario minute; grey = the ideal schedule's answers; \
+        "panels: answers, 429s, 503s (streaming: in-stream exceptions) per quarter scenario minute; grey = the ideal schedule's answers; \
          shaded = fault minutes; {}",
         parts.join(", ")
     )
@@ -115,7 +116,7 @@ struct Panel {
     ideal: bool,
 }
 
-const PANELS: [Panel; 3] = [
+const PANELS: [Panel; 4] = [
     Panel {
         caption: "Calls answered",
         unit: "answers per 15 s",
@@ -134,7 +135,23 @@ const PANELS: [Panel; 3] = [
         value: |r, i| r.timeline[i].unavailable,
         ideal: false,
     },
+    Panel {
+        caption: "Exceptions the server sent inside streams (every attempt)",
+        unit: "exceptions per 15 s",
+        value: |r, i| r.timeline[i].in_stream,
+        ideal: false,
+    },
 ];
+
+/// The panels of a scenario: answers, 429s, and 503s (or, when the
+/// scenario streams, the exceptions sent inside streams).
+fn panels(streaming: bool) -> [&'static Panel; 3] {
+    [
+        &PANELS[0],
+        &PANELS[1],
+        &PANELS[if streaming { 3 } else { 2 }],
+    ]
+}
 
 /// An axis label for whole numbers only (counts have no fractions).
 fn integer_label(v: &f64) -> String {
@@ -175,7 +192,7 @@ fn draw_on<DB: DrawingBackend>(
         ],
     );
     let bins = (s.minutes + s.drain_minutes) * SAMPLES_PER_MINUTE;
-    for (panel, area) in PANELS.iter().zip(&areas) {
+    for (panel, area) in panels(s.streaming).into_iter().zip(&areas) {
         let mut top = report
             .runs
             .iter()
@@ -369,6 +386,7 @@ mod tests {
                         answered: 25,
                         throttled: (i % 3) as u64,
                         unavailable: 0,
+                        in_stream: 0,
                     })
                     .collect(),
                 elapsed_s: 1.0,

@@ -48,6 +48,9 @@ pub struct Sample {
     pub throttled: u64,
     /// 503s the server sent during the interval.
     pub unavailable: u64,
+    /// Exceptions the server sent inside event streams during the
+    /// interval.
+    pub in_stream: u64,
 }
 
 /// Samples per scenario minute on the time line.
@@ -514,6 +517,7 @@ fn summarize(
     for (s, c) in timeline.iter_mut().zip(samples) {
         s.throttled = throttles(c) - throttles(&prev);
         s.unavailable = unavailable(c) - unavailable(&prev);
+        s.in_stream = c.stream_exceptions - prev.stream_exceptions;
         prev = *c;
     }
     RunResult {

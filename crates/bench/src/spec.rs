@@ -726,6 +726,28 @@ mod tests {
     }
 
     #[test]
+    fn in_stream_faults_say_after_how_many_events() {
+        let s = Scenario::stream_faults();
+        assert!(s.streaming);
+        let rules = s.faults_in(2);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].kind, FaultKind::StreamThrottle { after_events: 0 });
+        assert_eq!(
+            s.faults_in(5)[0].kind,
+            FaultKind::StreamUnavailable { after_events: 0 }
+        );
+        assert!(s.faults_in(4).is_empty());
+        // An in-stream kind without `after_events` is refused with a reason.
+        let text = minimal() + "[[faults]]\nkind = \"stream_throttle\"\n";
+        match Scenario::from_toml_str(&text) {
+            Err(SpecError::Invalid { reason, .. }) => {
+                assert!(reason.contains("after_events"), "{reason}")
+            }
+            other => panic!("expected an invalid scenario, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn quota_factor_scales_every_model() {
         let s = Scenario::overload_fallback().with_quota_factor(0.5);
         assert_eq!(s.models[0].rpm, Some(75));
