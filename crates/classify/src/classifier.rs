@@ -1,10 +1,15 @@
+#[cfg(feature = "sdk")]
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+#[cfg(feature = "sdk")]
 use aws_smithy_runtime_api::client::result::SdkError;
+#[cfg(feature = "sdk")]
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+#[cfg(feature = "sdk")]
 use aws_smithy_types::event_stream::RawMessage;
-use tower_bedrock_core::{Classification, ModelRequest};
+use tower_bedrock_core::{Classification, ClassifiedError, ModelRequest};
 
 use crate::ModelName;
+#[cfg(feature = "sdk")]
 use crate::sdk::{InStreamError, classify_sdk_error, classify_stream_error};
 
 /// Turns an error of type `E` into a [`Classification`].
@@ -15,6 +20,15 @@ use crate::sdk::{InStreamError, classify_sdk_error, classify_stream_error};
 pub trait Classifier<E> {
     /// Classifies `error`. Must not panic.
     fn classify(&self, error: &E) -> Classification;
+
+    /// Wraps `error` with its classification. The default,
+    /// [`ClassifiedError::new`], works for any type; classifiers of
+    /// `std::error::Error` types override it with
+    /// [`ClassifiedError::with_source`] so that `source()` returns the
+    /// error itself ([`BedrockClassifier`] does).
+    fn wrap(&self, error: E, classification: Classification) -> ClassifiedError<E> {
+        ClassifiedError::new(error, classification)
+    }
 }
 
 impl<E, F> Classifier<E> for F
@@ -28,19 +42,50 @@ where
 
 /// The classifier for `aws-sdk-bedrockruntime` errors: `SdkError<E,
 /// HttpResponse>` of every operation and `SdkError<E, RawMessage>` of event
-/// streams. See [`classify_sdk_error`] and [`classify_stream_error`].
+/// streams (with the `sdk` feature, on by default). See
+/// `classify_sdk_error` and `classify_stream_error`. The wrapped error's
+/// `source()` is the `SdkError` itself.
+///
+/// It is [`ThrottleClassifyLayer`](crate::ThrottleClassifyLayer)'s default
+/// classifier; without the `sdk` feature it classifies nothing, and the
+/// layer needs a classifier of yours
+/// ([`classifier`](crate::ThrottleClassifyLayer::classifier)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BedrockClassifier;
 
-impl<E: ProvideErrorMetadata> Classifier<SdkError<E, HttpResponse>> for BedrockClassifier {
+#[cfg(feature = "sdk")]
+impl<E> Classifier<SdkError<E, HttpResponse>> for BedrockClassifier
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     fn classify(&self, error: &SdkError<E, HttpResponse>) -> Classification {
         classify_sdk_error(error)
     }
+
+    fn wrap(
+        &self,
+        error: SdkError<E, HttpResponse>,
+        classification: Classification,
+    ) -> ClassifiedError<SdkError<E, HttpResponse>> {
+        ClassifiedError::with_source(error, classification)
+    }
 }
 
-impl<E: InStreamError> Classifier<SdkError<E, RawMessage>> for BedrockClassifier {
+#[cfg(feature = "sdk")]
+impl<E> Classifier<SdkError<E, RawMessage>> for BedrockClassifier
+where
+    E: InStreamError + std::error::Error + 'static,
+{
     fn classify(&self, error: &SdkError<E, RawMessage>) -> Classification {
         classify_stream_error(error)
+    }
+
+    fn wrap(
+        &self,
+        error: SdkError<E, RawMessage>,
+        classification: Classification,
+    ) -> ClassifiedError<SdkError<E, RawMessage>> {
+        ClassifiedError::with_source(error, classification)
     }
 }
 

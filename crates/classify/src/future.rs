@@ -66,7 +66,7 @@ where
 {
     let c = classifier.classify(&error);
     record(&c, model);
-    ClassifiedError::new(error, c)
+    classifier.wrap(error, c)
 }
 
 /// Emits the event and metrics for one classified failure. Only the model
@@ -93,15 +93,15 @@ pub(crate) fn record(c: &tower_bedrock_core::Classification, model: &ModelName) 
         names::INVOCATION_ERRORS,
         "class" => class,
         "kind" => kind,
-        "model" => model.as_str().to_owned(),
-        "code" => code.to_owned(),
+        "model" => tower_bedrock_core::labels::model_label(model.as_str()),
+        "code" => tower_bedrock_core::labels::code_label(c),
     )
     .increment(1);
     if c.class.is_throttle() {
         metrics::counter!(
             names::INVOCATION_THROTTLES,
             "kind" => kind,
-            "model" => model.as_str().to_owned(),
+            "model" => tower_bedrock_core::labels::model_label(model.as_str()),
         )
         .increment(1);
     }

@@ -13,7 +13,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::classifier::{FromHttpPath, ModelOf};
-use crate::sdk::{ERROR_TYPE_HEADER, REQUEST_ID_HEADER, parse_retry_after, sanitize_request_id};
+use crate::headers::{
+    ERROR_TYPE_HEADER, REQUEST_ID_HEADER, parse_retry_after, sanitize_request_id,
+};
 use crate::{ModelName, classify_parts};
 
 /// Classifies an HTTP response: `None` for a success (status below 400),

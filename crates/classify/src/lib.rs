@@ -10,9 +10,12 @@
 //! - [`classify_parts`]: the pure decision table over status, code and
 //!   message (every Bedrock Runtime error code, wire forms, message
 //!   variants, any letter case; never panics);
-//! - [`classify_sdk_error`] and [`classify_stream_error`]: the official
-//!   SDK's `SdkError` of every operation, and errors inside event streams;
+//! - `classify_sdk_error` and `classify_stream_error` (feature `sdk`, on
+//!   by default): the official SDK's `SdkError` of every operation, and
+//!   errors inside event streams;
 //! - [`classify_http_response`]: raw `http::Response`s;
+//! - [`TimeoutClassifier`]: `tower::timeout`'s boxed errors
+//!   ([`classify_elapsed`], [`classify_boxed`]);
 //! - [`ThrottleClassifyLayer`] / [`ThrottleClassify`]: a tower layer that maps
 //!   the inner error into
 //!   [`ClassifiedError`](tower_bedrock_core::ClassifiedError), with a tracing
@@ -73,6 +76,15 @@
 //! # }
 //! ```
 //!
+//! # Features
+//!
+//! - `sdk` (default): the classifiers of the `aws-sdk-bedrockruntime`
+//!   errors ([`BedrockClassifier`]'s impls, `classify_sdk_error`,
+//!   `classify_stream_error`, `InStreamError`). Without it the crate does
+//!   not depend on the AWS SDK, for services calling Bedrock over raw HTTP
+//!   ([`ClassifyHttpLayer`]) or with classifiers of their own:
+//!   `tower-bedrock-classify = { version = "0.1", default-features = false }`.
+//!
 //! # Metrics
 //!
 //! | name | kind | labels |
@@ -83,11 +95,14 @@
 #![warn(missing_docs)]
 
 mod classifier;
+mod headers;
 mod http;
 mod layer;
 mod name;
+#[cfg(feature = "sdk")]
 mod sdk;
 mod table;
+mod timeout;
 
 pub mod future;
 
@@ -99,13 +114,16 @@ pub mod error {
 pub use classifier::{
     BedrockClassifier, Classifier, FromHttpPath, FromModelRequest, ModelOf, NoModel,
 };
+pub use headers::{ERROR_TYPE_HEADER, REQUEST_ID_HEADER};
 pub use http::{
     ClassifyHttp, ClassifyHttpLayer, HttpError, HttpFuture, classify_http_parts,
     classify_http_response,
 };
 pub use layer::{ThrottleClassify, ThrottleClassifyLayer};
 pub use name::{MODEL_NAME_CAPACITY, ModelName};
-pub use sdk::{
-    ERROR_TYPE_HEADER, InStreamError, REQUEST_ID_HEADER, classify_sdk_error, classify_stream_error,
-};
+#[cfg(feature = "sdk")]
+pub use sdk::{InStreamError, classify_sdk_error, classify_stream_error};
 pub use table::{classify_parts, normalize_code};
+pub use timeout::{
+    ELAPSED_CODE, TimeoutClassifier, Unclassified, classify_boxed, classify_elapsed,
+};

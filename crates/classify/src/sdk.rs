@@ -5,7 +5,6 @@
 //! stream.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use aws_sdk_bedrockruntime::types::error::{ConverseStreamOutputError, ResponseStreamError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -16,11 +15,9 @@ use aws_smithy_types::event_stream::RawMessage;
 use tower_bedrock_core::{Classification, ClientKind, ErrorClass, UnavailableKind};
 
 use crate::classify_parts;
-
-/// Header carrying the AWS request id.
-pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
-/// Header carrying the error code on restJson1 errors.
-pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
+use crate::headers::{
+    ERROR_TYPE_HEADER, REQUEST_ID_HEADER, parse_retry_after, sanitize_request_id,
+};
 
 /// Classifies an error of any Bedrock Runtime operation.
 ///
@@ -204,59 +201,5 @@ fn add_response_metadata(c: &mut Classification, headers: &Headers) {
     }
     if let Some(after) = headers.get("retry-after").and_then(parse_retry_after) {
         c.retry_after = Some(after);
-    }
-}
-
-/// Request ids are UUID-like; keep only such characters, bounded.
-pub(crate) fn sanitize_request_id(id: &str) -> Option<String> {
-    let clean: String = id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(64)
-        .collect();
-    (!clean.is_empty()).then_some(clean)
-}
-
-/// `Retry-After` as delta-seconds (HTTP dates are not used by Bedrock and
-/// are ignored). Bounded to one day.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(86_400)));
-    }
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after(" 1.5 "),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            parse_retry_after("99999999"),
-            Some(Duration::from_secs(86_400))
-        );
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("NaN"), None);
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-    }
-
-    #[test]
-    fn request_ids_are_sanitized() {
-        assert_eq!(
-            sanitize_request_id("0a1b-2c3d<body>").as_deref(),
-            Some("0a1b-2c3dbody")
-        );
-        assert_eq!(sanitize_request_id("{}"), None);
     }
 }

@@ -397,3 +397,30 @@ fn in_stream_exceptions() {
         ErrorClass::Unavailable(UnavailableKind::Network)
     );
 }
+
+#[tokio::test]
+async fn the_layer_keeps_the_sdk_error_as_the_source() {
+    use std::error::Error;
+    use tower::{Layer, ServiceExt, service_fn};
+    use tower_bedrock_classify::{NoModel, ThrottleClassifyLayer};
+
+    type Converse = SdkError<ConverseError, HttpResponse>;
+    let svc = ThrottleClassifyLayer::new()
+        .model_of(NoModel)
+        .layer(service_fn(|_: ()| async {
+            Err::<(), Converse>(SdkError::service_error(
+                ConverseError::ThrottlingException(throttling!(TOKENS)),
+                raw(429, "ThrottlingException"),
+            ))
+        }));
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Throttled(ThrottleKind::TokenRate));
+    // source() is the SdkError itself: downcast and chain work.
+    let source = err.source().unwrap();
+    let sdk = source.downcast_ref::<Converse>().expect("the SdkError");
+    assert!(
+        sdk.as_service_error()
+            .is_some_and(|e| e.is_throttling_exception())
+    );
+    assert!(source.source().is_some());
+}
