@@ -297,6 +297,16 @@ fn unavailable(c: &CounterSnapshot) -> u64 {
     c.unavailable + c.connection_cap
 }
 
+/// Time from now to the next multiple of `window` on the system clock.
+fn until_next_window(window: Duration) -> Duration {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let w = window.as_nanos().max(1);
+    let phase = since.as_nanos() % w;
+    Duration::from_nanos(u64::try_from(w - phase).unwrap_or(0))
+}
+
 /// Runs `scenario` once through `strategy` against a fresh emulator.
 pub async fn run(
     scenario: &Scenario,
@@ -336,6 +346,11 @@ pub async fn run(
     let window = scenario.window();
     let plan = schedule(scenario);
     let primary = scenario.models[0].id.clone();
+    // Start on a quota window's boundary: the emulator's windows (like
+    // Bedrock's minutes) are aligned on the wall clock, so scenario minute
+    // m (its traffic, its faults) is the server's window m, as in the ideal
+    // schedule.
+    tokio::time::sleep(until_next_window(window)).await;
     let start = Instant::now();
     let total_minutes = scenario.minutes + scenario.drain_minutes;
 
