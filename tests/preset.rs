@@ -900,3 +900,56 @@ async fn a_503_storm_without_fallback_fails_no_call_after_it_ends() {
     // measures something.
     assert!(before.failures_after_storm > 0, "{before:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn junk_model_ids_do_not_grow_the_metric_labels_without_end() {
+    use tower_bedrock::core::labels::{MODEL_LABEL_LIMIT, OTHER, register_models};
+    use tower_bedrock::core::names;
+    // The ids the other tests of this file use keep their labels whatever
+    // runs first.
+    register_models([PRIMARY, SECONDARY]);
+    let recorder = Counting::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    // Every call fails with a code the classifier does not know, for a
+    // model id never seen before. Before, each made a series of its own
+    // (and one per unknown code).
+    let mut svc = tower_bedrock::stack()
+        .without_retry()
+        .without_breaker()
+        .classify(ThrottleClassifyLayer::new().classifier(|_: &WireError| {
+            classify_parts(Some(400), Some("SomethingNewException"), None)
+        }))
+        .service(tower::service_fn(|_: Ask| async {
+            Err::<Answer, _>(WireError {
+                status: 400,
+                code: "SomethingNewException",
+                message: "",
+            })
+        }))
+        .unwrap();
+    let calls = 2 * MODEL_LABEL_LIMIT;
+    for i in 0..calls {
+        let junk = format!("junk-model-{i}");
+        svc.ready()
+            .await
+            .unwrap()
+            .call(Ask::new(&junk))
+            .await
+            .unwrap_err();
+    }
+    let tallies = recorder.0.lock().unwrap();
+    let models: std::collections::BTreeSet<&str> = tallies
+        .keys()
+        .filter(|(name, _)| name == names::INVOCATIONS)
+        .map(|(_, model)| model.as_str())
+        .collect();
+    assert!(models.len() <= MODEL_LABEL_LIMIT + 1, "{}", models.len());
+    assert!(models.contains(OTHER));
+    let folded = tallies
+        .get(&(names::INVOCATIONS.to_owned(), OTHER.to_owned()))
+        .map_or(0, |t| t.0.load(Ordering::SeqCst));
+    assert!(folded >= (calls - MODEL_LABEL_LIMIT) as u64, "{folded}");
+    // The classifier folds the errors of those ids the same way.
+    drop(tallies);
+    assert_eq!(recorder.get(names::INVOCATION_ERRORS, OTHER), folded);
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tower_bedrock_core::{Classification, ErrorClass, ThrottleKind, UnavailableKind, names};
+use tower_bedrock_core::{
+    Classification, ErrorClass, ThrottleKind, UnavailableKind, labels, names,
+};
 
 use crate::config::{Config, Outcome};
 use crate::window::Window;
@@ -163,6 +165,10 @@ struct Inner {
 #[repr(align(64))]
 pub(crate) struct Breaker {
     pub(crate) key: Arc<str>,
+    /// The `model` label of its metrics: the key, or `other` once the
+    /// process has seen too many distinct model ids (see
+    /// `tower_bedrock_core::labels`).
+    pub(crate) label: Arc<str>,
     word: AtomicU64,
     /// Set once the registry has dropped this breaker: services that cached
     /// it must look the key up again.
@@ -205,10 +211,12 @@ pub(crate) struct Refusal {
 impl Breaker {
     pub(crate) fn new(key: Arc<str>, shared: Arc<Shared>, now: Instant) -> Self {
         let window = Window::new(shared.config.window, now);
-        metrics::gauge!(names::CIRCUIT_STATE, "model" => key.clone())
+        let label = labels::model_label(&key);
+        metrics::gauge!(names::CIRCUIT_STATE, "model" => label.clone())
             .set(CircuitState::Closed.gauge_value());
         Breaker {
             key,
+            label,
             word: AtomicU64::new(CLOSED),
             evicted: AtomicBool::new(false),
             shared,
@@ -238,7 +246,7 @@ impl Breaker {
     /// the key starts from a fresh, closed breaker, and the gauge says so.
     pub(crate) fn mark_evicted(&self) {
         self.evicted.store(true, Ordering::Release);
-        metrics::gauge!(names::CIRCUIT_STATE, "model" => self.key.clone())
+        metrics::gauge!(names::CIRCUIT_STATE, "model" => self.label.clone())
             .set(CircuitState::Closed.gauge_value());
     }
 
@@ -312,7 +320,7 @@ impl Breaker {
         {
             // Not the model's health (see `default_outcome`), but worth an
             // alert of its own.
-            metrics::counter!(names::CONNECTION_POOL_EXHAUSTED, "model" => self.key.clone())
+            metrics::counter!(names::CONNECTION_POOL_EXHAUSTED, "model" => self.label.clone())
                 .increment(1);
         }
         let overload = match (err, config.overload_open) {
@@ -444,10 +452,10 @@ impl Breaker {
             st.consecutive = 0;
         }
         self.publish(st);
-        metrics::gauge!(names::CIRCUIT_STATE, "model" => self.key.clone()).set(to.gauge_value());
+        metrics::gauge!(names::CIRCUIT_STATE, "model" => self.label.clone()).set(to.gauge_value());
         metrics::counter!(
             names::CIRCUIT_TRANSITIONS,
-            "model" => self.key.clone(),
+            "model" => self.label.clone(),
             "from" => from.label(),
             "to" => to.label()
         )

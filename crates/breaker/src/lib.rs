@@ -42,6 +42,9 @@
 //! and `metrics` (`bedrock_circuit_state{model}`,
 //! `bedrock_circuit_transitions_total{model, from, to}`,
 //! `bedrock_circuit_rejected_total{model}`, `bedrock_connection_pool_exhausted_total{model}`).
+//! The `model` label is the breaker's key, bounded by
+//! `tower_bedrock_core::labels::model_label` (past 100 distinct unregistered
+//! ids, `other`).
 //!
 //! The closed-state path takes a read lock for the map lookup by `&str`,
 //! one atomic load, and a short lock when the call ends: no allocation, no

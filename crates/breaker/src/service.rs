@@ -106,7 +106,7 @@ where
                 ResponseFuture::admitted(stream_end::watch_call(|| self.inner.call(req)), permit)
             }
             Err((breaker, refusal)) => {
-                metrics::counter!(names::CIRCUIT_REJECTED, "model" => breaker.key.clone())
+                metrics::counter!(names::CIRCUIT_REJECTED, "model" => breaker.label.clone())
                     .increment(1);
                 tracing::debug!(
                     model = %breaker.key,

@@ -211,6 +211,13 @@ impl<Req> ModelFallbackBuilder<Req> {
         for chain in self.chains.into_iter().chain(self.default) {
             chains.push(compile(chain, self.boundary.as_ref(), &mut memos)?);
         }
+        // Configured targets keep their own metric labels in every layer
+        // (see `tower_bedrock_core::labels`).
+        tower_bedrock_core::labels::register_models(
+            chains
+                .iter()
+                .flat_map(|c| c.iter().map(|slot| slot.target.shared_id().clone())),
+        );
         let keyed = if has_default {
             chains.len() - 1
         } else {

@@ -14,6 +14,12 @@
 //! | `bedrock_input_tokens_total` ([`INPUT_TOKENS`]) | counter | `model` |
 //! | `bedrock_output_tokens_total` ([`OUTPUT_TOKENS`]) | counter | `model` |
 //!
+//! The `model` label is bounded
+//! ([`tower_bedrock_core::labels::model_label`]): ids of configured
+//! fallback targets and the first 100 distinct ids seen keep their own
+//! label, any other id is counted as `other`, so junk model ids in requests
+//! cannot create series without end.
+//!
 //! Token counters are incremented for responses that carry their usage
 //! ([`ReportsUsage::usage`]); streamed responses report theirs later and
 //! are not counted here. A call whose future is dropped before it ends is
@@ -25,7 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::time::Instant;
-use tower_bedrock_core::{ModelRequest, ReportsUsage, names};
+use tower_bedrock_core::{ModelRequest, ReportsUsage, labels, names};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -90,7 +96,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let model: Arc<str> = Arc::from(req.model_id());
+        let model: Arc<str> = labels::model_label(req.model_id());
         ResponseFuture {
             inner: self.inner.call(req),
             model,
@@ -127,8 +133,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
-        // Labels share the model id (one allocation per call, when the
-        // call starts).
+        // Labels share the model label (no allocation for a model seen
+        // before).
         let model = metrics::SharedString::from(Arc::clone(this.model));
         let elapsed = this.start.elapsed().as_secs_f64();
         metrics::counter!(names::INVOCATIONS, "model" => model.clone()).increment(1);
