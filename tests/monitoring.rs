@@ -623,11 +623,12 @@ where
     out.0.push((PRIMARY, call(PRIMARY, 100).await));
 
     // Connection pool: the emulator takes one request at a time, one call
-    // holds it (stalled), another is refused with 503 "Too many
-    // connections", retried, and out of retries while the holder holds.
+    // holds it (stalled for 3 s), another is refused with 503 "Too many
+    // connections", retried, and out of retries (three retries of 5 to 20
+    // ms) long before the holder lets go.
     e.set_max_connections(Some(1)).unwrap();
     e.set_faults(vec![
-        FaultRule::new(FaultKind::Stall { ms: 1_500 })
+        FaultRule::new(FaultKind::Stall { ms: 3_000 })
             .model(HOLDER)
             .count(1),
     ])
