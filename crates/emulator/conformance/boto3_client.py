@@ -79,6 +79,8 @@ def call(client, case):
             raise botocore.exceptions.ResponseStreamingError(error=e) from e
         return out, (events, None)
     if op == "count_tokens":
+        if "body" in case:
+            return client.count_tokens(modelId=model, input={"invokeModel": {"body": invoke_body(case)}}), None
         return client.count_tokens(modelId=model, input={"converse": {"messages": case["messages"]}}), None
     body = invoke_body(case)
     if op == "invoke":

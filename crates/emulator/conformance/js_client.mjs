@@ -81,7 +81,8 @@ async function call(c) {
     return { out, events };
   }
   if (c.op === "count_tokens") {
-    return { out: await client.send(new CountTokensCommand({ modelId: c.model, input: { converse: { messages: c.messages } } })) };
+    const input = c.body ? { invokeModel: { body: invokeBody(c) } } : { converse: { messages: c.messages } };
+    return { out: await client.send(new CountTokensCommand({ modelId: c.model, input })) };
   }
   const input = { modelId: c.model, body: invokeBody(c), contentType: "application/json" };
   if (c.op === "invoke") return { out: await client.send(new InvokeModelCommand(input)) };
