@@ -41,7 +41,9 @@ macro_rules! countable {
     ($name:ty, $ctor:ident) => {
         impl Countable for $name {
             fn count_request(&self) -> Option<CountTokensRequest> {
-                CountTokensRequest::$ctor(&self.input).ok()
+                let mut count = CountTokensRequest::$ctor(self.input()).ok()?;
+                count.set_model_id(self.model_id());
+                Some(count)
             }
             fn counted_input_tokens(&self) -> Option<u64> {
                 self.counted_input_tokens

@@ -11,6 +11,8 @@ use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     ConverseTokensRequest, CountTokensInput as TokensInput, InferenceConfiguration,
 };
+use std::sync::Arc;
+
 use tower_bedrock_core::{CallReport, ModelRequest, TokenDemand};
 
 use crate::estimate;
@@ -38,12 +40,22 @@ fn set_max_tokens(c: &mut Option<InferenceConfiguration>, max: u64) {
 }
 
 macro_rules! request_type {
-    ($(#[$doc:meta])* $name:ident, $input:ty $(, $counted:ident)?) => {
+    ($(#[$doc:meta])* $name:ident, $input:ty, |$w:ident| $apply_max:expr $(, $counted:ident)?) => {
         $(#[$doc])*
+        ///
+        /// **Clones are O(1)**, whatever the size of the prompt: the SDK's
+        /// input is shared behind an [`Arc`]. The layers' rewrites are kept
+        /// beside it (the model id a fallback sends to, the output cap of
+        /// a fallback target) and applied when the request is sent
+        /// ([`into_input`](Self::into_input)); the input itself is copied
+        /// only when it is still shared at that point or when it must be
+        /// edited in place ([`input_mut`](Self::input_mut), a rewrite of an
+        /// InvokeModel body's cap).
         #[derive(Debug, Clone)]
         pub struct $name {
-            /// The SDK's input, sent as is.
-            pub input: $input,
+            input: Arc<$input>,
+            model_id: Option<Arc<str>>,
+            max_tokens: Option<u64>,
             /// The caller's report, if one is attached.
             pub report: Option<CallReport>,
             $(
@@ -58,7 +70,13 @@ macro_rules! request_type {
         impl $name {
             /// Wraps an input.
             pub fn new(input: $input) -> Self {
-                $name { input, report: None, $($counted: None,)? }
+                $name {
+                    input: Arc::new(input),
+                    model_id: None,
+                    max_tokens: None,
+                    report: None,
+                    $($counted: None,)?
+                }
             }
 
             /// Attaches a [`CallReport`] that the layers fill in.
@@ -68,9 +86,35 @@ macro_rules! request_type {
                 self
             }
 
-            /// The SDK input.
-            pub fn into_input(self) -> $input {
-                self.input
+            /// The SDK input as given, without the rewrites made since
+            /// (read the model id with
+            /// [`ModelRequest::model_id`]).
+            pub fn input(&self) -> &$input {
+                &self.input
+            }
+
+            /// The SDK input, with every rewrite applied, to edit in place.
+            /// Copies it first if it is shared (with a clone of this
+            /// request).
+            pub fn input_mut(&mut self) -> &mut $input {
+                let model_id = self.model_id.take();
+                let max_tokens = self.max_tokens.take();
+                let $w = Arc::make_mut(&mut self.input);
+                if let Some(id) = model_id {
+                    $w.model_id = Some(id.as_ref().to_owned());
+                }
+                if let Some(max) = max_tokens {
+                    $apply_max(max);
+                }
+                $w
+            }
+
+            /// The SDK input with every rewrite applied, as it is sent:
+            /// moved out when this request holds the only reference,
+            /// copied otherwise.
+            pub fn into_input(mut self) -> $input {
+                self.input_mut();
+                Arc::try_unwrap(self.input).unwrap_or_else(|shared| (*shared).clone())
             }
         }
 
@@ -86,30 +130,35 @@ request_type!(
     /// A Converse call.
     ConverseRequest,
     ConverseInput,
+    |i| |max| set_max_tokens(&mut i.inference_config, max),
     counted_input_tokens
 );
 request_type!(
     /// A ConverseStream call.
     ConverseStreamRequest,
     ConverseStreamInput,
+    |i| |max| set_max_tokens(&mut i.inference_config, max),
     counted_input_tokens
 );
 request_type!(
     /// An InvokeModel call.
     InvokeModelRequest,
     InvokeModelInput,
+    |i| |max| set_invoke_max(&mut i.body, max),
     counted_input_tokens
 );
 request_type!(
     /// An InvokeModelWithResponseStream call.
     InvokeModelStreamRequest,
     InvokeModelWithResponseStreamInput,
+    |i| |max| set_invoke_max(&mut i.body, max),
     counted_input_tokens
 );
 request_type!(
     /// A CountTokens call.
     CountTokensRequest,
-    CountTokensInput
+    CountTokensInput,
+    |_i| |_max: u64| ()
 );
 
 fn invoke_demand(body: Option<&Blob>, counted: Option<u64>) -> TokenDemand {
@@ -141,7 +190,7 @@ macro_rules! model_request {
         model_request!(
             $ty,
             |r| {
-                let i = &r.input;
+                let i = &*r.input;
                 TokenDemand {
                     input_tokens: r.counted_input_tokens.unwrap_or_else(|| {
                         estimate::converse_tokens(
@@ -150,27 +199,34 @@ macro_rules! model_request {
                             i.tool_config.as_ref(),
                         )
                     }),
-                    max_output_tokens: max_tokens_of(i.inference_config.as_ref()),
+                    max_output_tokens: r
+                        .max_tokens
+                        .or_else(|| max_tokens_of(i.inference_config.as_ref())),
                 }
             },
-            |r, max| set_max_tokens(&mut r.input.inference_config, max)
+            // Kept beside the shared input, applied when sent.
+            |r, max| r.max_tokens = Some(max)
         );
     };
     ($ty:ty, invoke) => {
         model_request!(
             $ty,
             |r| invoke_demand(r.input.body.as_ref(), r.counted_input_tokens),
-            |r, max| set_invoke_max(&mut r.input.body, max)
+            // The body itself must change: copied if shared.
+            |r, max| set_invoke_max(&mut r.input_mut().body, max)
         );
     };
     ($ty:ty, |$r:ident| $demand:expr, |$w:ident, $max:ident| $set_max:expr) => {
         impl ModelRequest for $ty {
             fn model_id(&self) -> &str {
-                self.input.model_id.as_deref().unwrap_or("")
+                self.model_id
+                    .as_deref()
+                    .or(self.input.model_id.as_deref())
+                    .unwrap_or("")
             }
 
             fn set_model_id(&mut self, model_id: &str) {
-                self.input.model_id = Some(model_id.to_owned());
+                self.model_id = Some(Arc::from(model_id));
             }
 
             fn token_demand(&self) -> TokenDemand {
@@ -273,11 +329,14 @@ impl CountTokensRequest {
 
 impl ModelRequest for CountTokensRequest {
     fn model_id(&self) -> &str {
-        self.input.model_id.as_deref().unwrap_or("")
+        self.model_id
+            .as_deref()
+            .or(self.input.model_id.as_deref())
+            .unwrap_or("")
     }
 
     fn set_model_id(&mut self, model_id: &str) {
-        self.input.model_id = Some(model_id.to_owned());
+        self.model_id = Some(Arc::from(model_id));
     }
 
     /// Zero: CountTokens is free and consumes no quota.
@@ -327,11 +386,14 @@ mod tests {
         r.set_max_output_tokens(77);
         assert_eq!(r.token_demand().max_output_tokens, Some(77));
         r.set_max_output_tokens(u64::MAX);
-        assert_eq!(r.input.inference_config.unwrap().max_tokens, Some(i32::MAX));
+        assert_eq!(
+            r.clone().into_input().inference_config.unwrap().max_tokens,
+            Some(i32::MAX)
+        );
         let mut r = converse();
         r.set_model_id("us.amazon.nova-lite-v1:0");
         assert_eq!(
-            r.input.model_id.as_deref(),
+            r.clone().into_input().model_id.as_deref(),
             Some("us.amazon.nova-lite-v1:0")
         );
         assert!(r.report().is_none());
@@ -339,6 +401,37 @@ mod tests {
         let r = r.with_report(report.clone());
         r.report().unwrap().record_attempt();
         assert_eq!(report.summary().attempts, 1);
+    }
+
+    #[test]
+    fn clones_share_the_input_and_rewrites_stay_beside_it() {
+        let original = converse();
+        let mut retargeted = original.clone();
+        assert!(std::ptr::eq(original.input(), retargeted.input()), "O(1)");
+        retargeted.set_model_id("us.amazon.nova-lite-v1:0");
+        retargeted.set_max_output_tokens(64);
+        // Still shared: the rewrites are kept beside the input.
+        assert!(std::ptr::eq(original.input(), retargeted.input()));
+        assert_eq!(retargeted.model_id(), "us.amazon.nova-lite-v1:0");
+        assert_eq!(retargeted.token_demand().max_output_tokens, Some(64));
+        assert_eq!(
+            original.model_id(),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
+        assert_eq!(original.token_demand().max_output_tokens, None);
+        // Sent: the rewrites are applied to a copy; the original is intact.
+        let sent = retargeted.into_input();
+        assert_eq!(sent.model_id.as_deref(), Some("us.amazon.nova-lite-v1:0"));
+        assert_eq!(sent.inference_config.unwrap().max_tokens, Some(64));
+        assert_eq!(
+            original.input().model_id.as_deref(),
+            Some("anthropic.claude-3-haiku-20240307-v1:0")
+        );
+        // The only reference is moved out, not copied.
+        let alone = converse();
+        let at = alone.input() as *const ConverseInput;
+        let mut alone = alone;
+        assert!(std::ptr::eq(alone.input_mut(), at));
     }
 
     #[test]
@@ -366,11 +459,11 @@ mod tests {
     #[test]
     fn count_tokens_is_free_and_mirrors_converse() {
         let c = converse();
-        let r = CountTokensRequest::for_converse(&c.input).unwrap();
+        let r = CountTokensRequest::for_converse(c.input()).unwrap();
         assert_eq!(r.model_id(), c.model_id());
         assert_eq!(r.token_demand().input_tokens, 0);
         assert_eq!(r.token_demand().max_output_tokens, Some(0));
-        match r.input.input.unwrap() {
+        match r.into_input().input.unwrap() {
             TokensInput::Converse(t) => assert_eq!(t.messages.unwrap().len(), 1),
             other => panic!("unexpected {other:?}"),
         }

@@ -172,7 +172,7 @@ impl Service<ConverseRequest> for BedrockService {
 
     fn call(&mut self, req: ConverseRequest) -> Self::Future {
         let client = self.client.clone();
-        let i = req.input;
+        let i = req.into_input();
         ResponseFuture::new(async move {
             converse_fields!(client.converse(), i)
                 .send()
@@ -196,7 +196,7 @@ impl Service<ConverseStreamRequest> for BedrockService {
         let client = self.client.clone();
         let idle = self.stream_idle_timeout;
         let input_tokens = req.token_demand().input_tokens;
-        let i = req.input;
+        let i = req.into_input();
         ResponseFuture::new(async move {
             let model = i.model_id.clone().unwrap_or_default();
             let output = converse_fields!(client.converse_stream(), i)
@@ -244,7 +244,7 @@ impl Service<InvokeModelRequest> for BedrockService {
 
     fn call(&mut self, req: InvokeModelRequest) -> Self::Future {
         let client = self.client.clone();
-        let i = req.input;
+        let i = req.into_input();
         ResponseFuture::new(async move {
             let headers = TokenCountInterceptor::new();
             let output = invoke_fields!(client.invoke_model(), i)
@@ -276,7 +276,7 @@ impl Service<InvokeModelStreamRequest> for BedrockService {
         let client = self.client.clone();
         let idle = self.stream_idle_timeout;
         let input_tokens = req.token_demand().input_tokens;
-        let i = req.input;
+        let i = req.into_input();
         ResponseFuture::new(async move {
             let model = i.model_id.clone().unwrap_or_default();
             let output = invoke_fields!(client.invoke_model_with_response_stream(), i)
@@ -306,7 +306,7 @@ impl Service<CountTokensRequest> for BedrockService {
 
     fn call(&mut self, req: CountTokensRequest) -> Self::Future {
         let client = self.client.clone();
-        let i = req.input;
+        let i = req.into_input();
         ResponseFuture::new(async move {
             client
                 .count_tokens()

@@ -35,7 +35,7 @@ fn recording(svc: BedrockService) -> (Recording, Seen) {
 
 fn with_tool(model: &str) -> ConverseRequest {
     let mut input: ConverseInput =
-        converse(model, "What is the weather in Paris today?", Some(20)).input;
+        converse(model, "What is the weather in Paris today?", Some(20)).into_input();
     input.tool_config = Some(
         ToolConfiguration::builder()
             .tools(Tool::ToolSpec(

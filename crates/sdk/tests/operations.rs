@@ -357,9 +357,12 @@ async fn count_tokens_matches_usage_and_costs_nothing() {
     let emu = emulator(EmulatorConfig::builder().build().unwrap()).await;
     let svc = stack(client(&emu).await);
     let conv: ConverseRequest = converse(SONNET4, "Count these words for me please", Some(10));
-    let counted = call(&svc, CountTokensRequest::for_converse(&conv.input).unwrap())
-        .await
-        .unwrap();
+    let counted = call(
+        &svc,
+        CountTokensRequest::for_converse(conv.input()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(counted.input_tokens(), conv.token_demand().input_tokens);
     assert_eq!(counted.usage(), Some(Usage::default()));
     let answered = call(&svc, conv).await.unwrap();
@@ -381,7 +384,7 @@ async fn count_tokens_matches_usage_and_costs_nothing() {
         .unwrap();
     assert_eq!(counted.input_tokens(), 8);
 
-    let mut bad = CountTokensRequest::for_converse(&converse(HAIKU, "x", None).input).unwrap();
+    let mut bad = CountTokensRequest::for_converse(converse(HAIKU, "x", None).input()).unwrap();
     bad.set_model_id("acme.unknown-v1:0");
     let err = call(&svc, bad).await.unwrap_err();
     let op: &CountTokensError = err.inner().unwrap().as_service_error().unwrap();
