@@ -114,7 +114,10 @@
 //!
 //! The layers emit, through the `metrics` facade, the names in
 //! [`core::names`]; `monitoring/` at the repository root holds Prometheus
-//! alerting rules and a Grafana dashboard built on them.
+//! alerting rules and a Grafana dashboard built on them, and a
+//! CloudFormation template of CloudWatch alarms and a dashboard. With the
+//! `emf` feature (on by default), `emf::EmfRecorder` writes the same
+//! metrics as CloudWatch Embedded Metric Format.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
