@@ -118,6 +118,13 @@
 //! CloudFormation template of CloudWatch alarms and a dashboard. With the
 //! `emf` feature (on by default), `emf::EmfRecorder` writes the same
 //! metrics as CloudWatch Embedded Metric Format.
+//!
+//! # Logging
+//!
+//! The stack never logs a prompt, a completion or a credential; the AWS
+//! SDK below it does at TRACE (and profile credentials at INFO). Install
+//! [`logging::SafeLogFilter`] (or call [`logging::try_init`]) before you
+//! turn the log level up.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -131,9 +138,9 @@ pub use tower_bedrock_sdk as sdk;
 
 pub use tower::util::{BoxCloneService, BoxCloneSyncService};
 
-pub mod logging;
 #[cfg(feature = "emf")]
 pub mod emf;
+pub mod logging;
 pub mod observe;
 pub mod stack;
 
