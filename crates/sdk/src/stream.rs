@@ -31,16 +31,27 @@
 //! | failed after its first event | the final usage if it had arrived, else **the usage known so far**: the request's input tokens (counted, or the [heuristic](crate::estimate)) plus the output tokens of the events delivered (the same heuristic over their text) |
 //! | dropped by its reader before its end | the final usage if it had arrived, else `None` (a budget keeps the reservation: the model may still be generating) |
 //!
-//! Why the usage so far for a failed stream: Bedrock documents that its
-//! token quota is reserved when a call is admitted (input plus `max_tokens`
-//! times the burndown rate) and adjusted to the real usage when the call
-//! ends, and that it bills the input and output tokens processed. It does
-//! not document what it counts for a stream that fails half-way; the
-//! evidence we have (the service stops generating when it sends the
-//! exception, and the output it bills is the output it produced) points at
-//! "input plus the output sent", which is what the emulator does too. This
-//! is an estimate, and documented as one; a stream whose outcome is unknown
-//! (dropped) keeps the conservative reservation.
+//! Why the usage so far for a failed stream, and how sure we are:
+//!
+//! - Bedrock documents that its token quota is reserved when a call is
+//!   admitted (input plus `max_tokens` times the burndown rate) and
+//!   adjusted to the real usage when the call ends ("How tokens are
+//!   counted in Amazon Bedrock",
+//!   <https://docs.aws.amazon.com/bedrock/latest/userguide/quotas-token-burndown.html>),
+//!   and that on-demand inference is billed per input and output token
+//!   processed (<https://aws.amazon.com/bedrock/pricing/>).
+//! - It documents the exceptions a stream can end with
+//!   (`ConverseStreamOutput`,
+//!   <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStreamOutput.html>)
+//!   but **not** what is counted or billed for a stream that ends with one
+//!   half-way. We found no AWS statement either way.
+//! - What we follow: the stream's usage event never comes, generation
+//!   stops with the exception, and the output produced is the output sent;
+//!   so the usage is the input plus the output delivered. The emulator
+//!   settles its quota the same way. It is an estimate (the heuristic
+//!   counts the delivered text), documented as one. A stream whose end is
+//!   unknown (dropped by its reader) keeps the conservative reservation,
+//!   since the model may still be generating.
 
 use std::fmt;
 use std::future::Future;
