@@ -86,8 +86,9 @@
 //!    returned: it says what Bedrock itself answered, and the earliest such
 //!    target is the one the caller preferred;
 //! 3. if every failure was a local rejection, the one with the **shortest
-//!    `retry_after`** is returned (the first on ties), so a caller that
-//!    waits and retries waits the least.
+//!    `retry_after`** is returned (a rejection without one counts as the
+//!    longest; the first on ties), so a caller that waits and retries waits
+//!    the least.
 //!
 //! In every case the error's context lists every target tried, in order,
 //! with its class. The other errors are dropped (their classes remain in

@@ -54,54 +54,48 @@ struct Expected {
     tried: Vec<Tried>,
 }
 
-/// The documented rules, written out plainly.
+/// The crate documentation's rules, applied to the whole list of outcomes
+/// at once (not step by step as the layer runs):
+///
+/// - the chain runs until the first target that answers or fails with a
+///   class that is not a trigger; every target before it failed with a
+///   trigger class and is listed as tried;
+/// - a non-trigger failure is returned as is;
+/// - when every target failed with a trigger class, the error returned is
+///   the first one from upstream (not a local rejection); with none, the
+///   local rejection with the shortest `retry_after` (a rejection without
+///   one counts as the longest), the first on ties.
 fn expected(ids: &[String], outcomes: &[Outcome], triggers: &Triggers) -> Expected {
-    let mut tried = Vec::new();
-    let mut best: Option<usize> = None;
-    for (i, o) in outcomes.iter().enumerate() {
-        let Some((c, after)) = o else {
-            return Expected {
-                called: i + 1,
-                result: Ok(i),
-                tried,
-            };
-        };
-        let class = CLASSES[*c];
-        tried.push(Tried {
+    let class_of = |i: usize| outcomes[i].map(|(c, _)| CLASSES[c]);
+    let ends_chain = |i: usize| class_of(i).is_none_or(|c| !triggers.contains(&c));
+    let last = (0..outcomes.len())
+        .find(|&i| ends_chain(i))
+        .unwrap_or(outcomes.len() - 1);
+    let failed: Vec<usize> = (0..=last).filter(|&i| class_of(i).is_some()).collect();
+    let tried = failed
+        .iter()
+        .map(|&i| Tried {
             target: ids[i].clone(),
-            class,
-        });
-        if !triggers.contains(&class) {
-            return Expected {
-                called: i + 1,
-                result: Err(i),
-                tried,
-            };
-        }
-        let local = class.is_local();
-        best = match best {
-            None => Some(i),
-            Some(b) => {
-                let (bc, ba) = outcomes[b].unwrap();
-                let b_local = CLASSES[bc].is_local();
-                let after = if local { *after } else { None };
-                let ba = if b_local { ba } else { None };
-                let replace = match (b_local, local) {
-                    (false, _) => false,
-                    (true, false) => true,
-                    (true, true) => match (ba, after) {
-                        (Some(b), Some(n)) => n < b,
-                        (None, Some(_)) => true,
-                        _ => false,
-                    },
-                };
-                Some(if replace { i } else { b })
-            }
-        };
-    }
+            class: class_of(i).unwrap(),
+        })
+        .collect();
+    let result = match class_of(last) {
+        None => Ok(last),
+        Some(c) if !triggers.contains(&c) => Err(last),
+        Some(_) => Err(failed
+            .iter()
+            .copied()
+            .find(|&i| !class_of(i).unwrap().is_local())
+            .unwrap_or_else(|| {
+                *failed
+                    .iter()
+                    .min_by_key(|&&i| (outcomes[i].unwrap().1.unwrap_or(u64::MAX), i))
+                    .unwrap()
+            })),
+    };
     Expected {
-        called: outcomes.len(),
-        result: Err(best.unwrap()),
+        called: last + 1,
+        result,
         tried,
     }
 }
