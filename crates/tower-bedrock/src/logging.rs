@@ -25,6 +25,12 @@
 //! can bring them back. [`try_init`] installs a `fmt` subscriber with it,
 //! reading `RUST_LOG`; the examples start with it.
 //!
+//! Applications that log through the `log` crate instead (`env_logger`...)
+//! receive the SDK's events as `log` records when `tracing`'s `log`
+//! feature is on: filter the same [`SILENCED_TARGETS`] in that logger
+//! (`RUST_LOG=trace,aws_sigv4=off,...` with `env_logger`, which has no span
+//! directives), or route `log` into `tracing` and use [`SafeLogFilter`].
+//!
 //! ```
 //! use tracing_subscriber::prelude::*;
 //! use tower_bedrock::logging::SafeLogFilter;
