@@ -34,6 +34,7 @@ fn work_dir() -> PathBuf {
 
 /// Skips (or, under `REQUIRE_EXTERNAL_TESTS=1`, fails) with one line.
 fn skip(suite: &str, missing: &str, how: &str) {
+    let missing = missing.replace('\n', " | ");
     let line = format!("skipped: {suite}: {missing}; {how}");
     if std::env::var("REQUIRE_EXTERNAL_TESTS").as_deref() == Ok("1") {
         panic!("{line} (REQUIRE_EXTERNAL_TESTS=1)");
@@ -134,7 +135,9 @@ async fn python_env() -> Result<PathBuf, (String, &'static str)> {
         .await?;
         run(
             Command::new(dir.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                // Fail fast where PyPI cannot be reached.
+                .args(["--timeout", "10", "--retries", "1", "-r"])
                 .arg(&requirements),
             STEP_TIMEOUT,
         )
@@ -177,6 +180,8 @@ async fn node_env() -> Result<PathBuf, (String, &'static str)> {
         run(
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                // Fail fast where the registry cannot be reached.
+                .args(["--fetch-retries=1", "--fetch-timeout=10000"])
                 .current_dir(&dir),
             STEP_TIMEOUT,
         )
