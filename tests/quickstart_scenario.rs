@@ -37,7 +37,25 @@ async fn the_stack_beats_the_naive_retry_on_the_quickstart_scenario() {
     // naive client, which has none, lost calls to it.
     assert!(stack.fallbacks > 0);
     assert!(naive.failures.iter().any(|(class, _)| class == "throttled"));
-    // Every call was accounted for.
-    assert_eq!(stack.successes + stack.failed(), stack.calls);
-    assert_eq!(naive.successes + naive.failed(), naive.calls);
+    // The stack lost (almost) nothing, the naive retry lost more, and the
+    // stack got there with fewer requests to Bedrock.
+    assert!(
+        stack.failed() * 100 <= stack.calls,
+        "stack lost {} of {} calls: {:?}",
+        stack.failed(),
+        stack.calls,
+        stack.failures
+    );
+    assert!(
+        naive.failed() > stack.failed(),
+        "failures: naive {:?} vs stack {:?}",
+        naive.failures,
+        stack.failures
+    );
+    assert!(
+        stack.server_requests < naive.server_requests,
+        "requests sent: stack {} vs naive {}",
+        stack.server_requests,
+        naive.server_requests
+    );
 }
