@@ -216,6 +216,8 @@ fn check_secrets(secrets: &Secrets) {
     );
 }
 
+/// Set in the child process that runs the checks.
+const CHILD: &str = "TOWER_BEDROCK_SAFE_LOGGING_CHILD";
 const TEST_NAME: &str =
     "the_sdk_logs_payloads_and_credentials_at_trace_and_the_safe_filter_silences_them";
 
@@ -225,9 +227,10 @@ fn the_sdk_logs_payloads_and_credentials_at_trace_and_the_safe_filter_silences_t
     // with LOG_SENSITIVE_BODIES=true and LOG_SIGNABLE_BODY=true, which a
     // user chasing a bug may well set: run the checks in a child process
     // (this test again) with both.
-    if std::env::var_os("LOG_SENSITIVE_BODIES").is_none() {
+    if std::env::var_os(CHILD).is_none() {
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
             .env("LOG_SENSITIVE_BODIES", "true")
             .env("LOG_SIGNABLE_BODY", "true")
             .status()
