@@ -8,8 +8,9 @@
 //! Installs [`EmfRecorder`] as the process's `metrics` recorder, sends a
 //! few calls through the preset stack to an in-process emulator (one
 //! throttled and retried, one to an overloaded model that the fallback
-//! serves) and flushes: every 500 ms here (every minute or so in a
-//! service), and once more at shutdown. Each stdout line is one EMF
+//! serves) and flushes from a thread of its own
+//! ([`EmfRecorder::spawn_flusher`]): every 500 ms here (every minute or so
+//! in a service), and once more at shutdown. Each stdout line is one EMF
 //! document; under Lambda, ECS with the `awslogs` driver or the CloudWatch
 //! agent, CloudWatch Logs turns them into metrics of the `TowerBedrock`
 //! namespace, which `monitoring/cloudwatch/bedrock-monitoring.yaml` reads.
@@ -17,7 +18,6 @@
 //! classes, kinds, codes and counts.
 
 use std::error::Error;
-use std::io::Write;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
@@ -46,33 +46,14 @@ fn ask(model: &str) -> Result<ConverseRequest, Box<dyn Error>> {
         .into())
 }
 
-/// Writes the documents recorded since the last flush to stdout.
-fn flush(recorder: &EmfRecorder) -> std::io::Result<usize> {
-    let mut out = std::io::stdout().lock();
-    let n = recorder.flush(&mut out)?;
-    out.flush()?;
-    Ok(n)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let recorder = EmfRecorder::builder("TowerBedrock").build()?;
     metrics::set_global_recorder(recorder.clone())?;
 
-    // The periodic flush a service runs (every 60 s is typical).
-    let flusher = {
-        let recorder = recorder.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = flush(&recorder) {
-                    eprintln!("EMF flush failed: {e}");
-                }
-            }
-        })
-    };
+    // The periodic flush a service runs (every 60 s is typical), on a
+    // thread of its own; stopping it flushes once more.
+    let flusher = recorder.spawn_flusher(Duration::from_millis(500), std::io::stdout())?;
 
     // A 1 s quota window keeps the throttle's retry short.
     let window = Duration::from_secs(1);
@@ -109,10 +90,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     svc.clone().oneshot(ask(PRIMARY)?).await?;
     svc.oneshot(ask(PRIMARY)?).await?;
 
-    flusher.abort();
-    // The last flush, at shutdown.
-    let n = flush(&recorder)?;
-    eprintln!("flushed {n} EMF documents at shutdown");
+    // At shutdown: the last flush.
+    flusher.stop();
     emulator.shutdown().await;
     Ok(())
 }

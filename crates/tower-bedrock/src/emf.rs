@@ -62,9 +62,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
@@ -322,6 +324,46 @@ impl EmfRecorder {
         Ok(written)
     }
 
+    /// Flushes to `out` every `every` on a thread of its own (no async
+    /// runtime needed), until the returned [`Flusher`] is stopped or
+    /// dropped, which flushes once more: nothing recorded before is lost at
+    /// shutdown. A failed write is reported as a `warn` event (what that
+    /// flush held is lost) and the next flush goes on.
+    pub fn spawn_flusher<W>(&self, every: Duration, out: W) -> io::Result<Flusher<W>>
+    where
+        W: Write + Send + 'static,
+    {
+        let recorder = self.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let every = every.max(Duration::from_millis(1));
+        let thread = std::thread::Builder::new()
+            .name("tower-bedrock-emf".into())
+            .spawn(move || {
+                let mut out = out;
+                let mut next = Instant::now() + every;
+                while !stopping.load(Ordering::Acquire) {
+                    let now = Instant::now();
+                    if now < next {
+                        std::thread::park_timeout(next - now);
+                        continue;
+                    }
+                    next = now + every;
+                    if let Err(e) = recorder.flush(&mut out) {
+                        tracing::warn!(error = %e, "EMF flush failed");
+                    }
+                }
+                if let Err(e) = recorder.flush(&mut out) {
+                    tracing::warn!(error = %e, "final EMF flush failed");
+                }
+                out
+            })?;
+        Ok(Flusher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
     /// The documents of one label set: numbers and the first 100 values of
     /// each histogram together (100 metrics per document at most), further
     /// histogram values in documents of their own.
@@ -403,6 +445,35 @@ impl EmfRecorder {
             .entry(key.clone())
             .or_insert_with(make)
             .clone()
+    }
+}
+
+/// The periodic flush of [`EmfRecorder::spawn_flusher`]. Stopping it (or
+/// dropping it) flushes a last time and ends its thread.
+#[derive(Debug)]
+pub struct Flusher<W> {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<W>>,
+}
+
+impl<W> Flusher<W> {
+    /// Flushes a last time, ends the thread and gives the writer back
+    /// (`None` if the thread panicked).
+    pub fn stop(mut self) -> Option<W> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Option<W> {
+        self.stop.store(true, Ordering::Release);
+        let thread = self.thread.take()?;
+        thread.thread().unpark();
+        thread.join().ok()
+    }
+}
+
+impl<W> Drop for Flusher<W> {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }
 
@@ -547,6 +618,52 @@ mod tests {
             total += counts;
         }
         assert_eq!(total, 250, "every finite sample kept, NaN dropped");
+    }
+
+    /// A writer the test can read after the flusher thread wrote to it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_flusher_flushes_once_more_when_stopped() {
+        let r = EmfRecorder::builder("Test").build().unwrap();
+        let out = Shared::default();
+        // An interval no test run reaches: only the final flush writes.
+        let flusher = r
+            .spawn_flusher(Duration::from_secs(3_600), out.clone())
+            .unwrap();
+        metrics::with_local_recorder(&r, || {
+            metrics::counter!("a_total", "model" => "m").increment(5);
+        });
+        assert!(out.0.lock().unwrap().is_empty());
+        assert!(flusher.stop().is_some());
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let doc: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(doc["a_total"], 5);
+
+        // Dropping works the same way.
+        let out = Shared::default();
+        let flusher = r
+            .spawn_flusher(Duration::from_secs(3_600), out.clone())
+            .unwrap();
+        metrics::with_local_recorder(&r, || {
+            metrics::counter!("a_total", "model" => "m").increment(2);
+        });
+        drop(flusher);
+        assert!(
+            String::from_utf8(out.0.lock().unwrap().clone())
+                .unwrap()
+                .contains(r#""a_total":2"#)
+        );
     }
 
     #[test]
