@@ -7,7 +7,8 @@
 //! (its future or its stream dropped) at a random point.
 //!
 //! For each cell: every call ends (a response or a classified error) well
-//! within a bound, nothing panics, the budget holds no reservation and no
+//! within a bound, nothing panics (no call, and no task of the emulator or
+//! the client), the budget holds no reservation and no
 //! waiter afterwards, and both the emulator's in-flight count and the
 //! client's connection slots come back to zero.
 //!
@@ -16,6 +17,7 @@
 //! only waits are bounded polls for the server and the client to notice
 //! that a dropped call's connection is gone.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
@@ -319,8 +321,18 @@ async fn run_cell(cell: &Cell) -> Vec<End> {
     ends
 }
 
+/// Panics anywhere in the process (the emulator's and the client's
+/// connection tasks included, whose panics no caller would see).
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_ends_and_nothing_leaks_under_every_fault() {
+    // The only test of this binary: the hook is not shared with others.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info)
+    }));
     let started = Instant::now();
     let mut seed = 0;
     let mut totals = [0usize; 3];
@@ -329,6 +341,11 @@ async fn every_call_ends_and_nothing_leaks_under_every_fault() {
             seed += 1;
             let cell = Cell { kind, mode, seed };
             let ends = run_cell(&cell).await;
+            assert_eq!(
+                PANICS.load(Ordering::SeqCst),
+                0,
+                "{mode:?} {kind:?}: a task panicked"
+            );
             let count = |f: fn(&End) -> bool| ends.iter().filter(|e| f(e)).count();
             let (ok, failed, cancelled) = (
                 count(|e| matches!(e, End::Answered)),
