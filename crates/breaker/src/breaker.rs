@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
+use tower_bedrock_core::sent::SentAt;
 use tower_bedrock_core::{
     Classification, ErrorClass, ThrottleKind, UnavailableKind, labels, names,
 };
@@ -261,11 +262,13 @@ impl Breaker {
 
     fn permit(self: &Arc<Self>, epoch: u64, probe: bool) -> Permit {
         let started = self.shared.config.slow.map(|_| Instant::now());
+        let sent = self.shared.config.slow.map(|_| SentAt::new());
         Permit {
             breaker: Arc::clone(self),
             epoch,
             probe,
             started,
+            sent,
             done: false,
         }
     }
@@ -565,22 +568,40 @@ pub(crate) struct Permit {
     breaker: Arc<Breaker>,
     epoch: u64,
     probe: bool,
+    /// When the breaker admitted the call (slow-call rule only).
     started: Option<Instant>,
+    /// When the layers below sent it on (slow-call rule only; see
+    /// `tower_bedrock_core::sent`).
+    sent: Option<Arc<SentAt>>,
     done: bool,
 }
 
 impl Permit {
+    /// The record the layers below mark when they send the call on, when
+    /// calls are timed.
+    pub(crate) fn sent_watch(&self) -> Option<Arc<SentAt>> {
+        self.sent.clone()
+    }
+
+    /// When the call's latency counts from: when a layer below sent it on
+    /// (after a budget's queue), else when the breaker admitted it.
+    fn start(&self) -> Option<Instant> {
+        let sent = self.sent.as_ref().and_then(|s| s.get());
+        self.started
+            .map(|admitted| sent.map_or(admitted, |s| s.max(admitted)))
+    }
+
     /// Reports how the call ended: `None` for a success.
     pub(crate) fn finish(mut self, err: Option<&Classification>) {
         self.done = true;
-        self.breaker
-            .record(self.epoch, self.probe, self.started, err);
+        let start = self.start();
+        self.breaker.record(self.epoch, self.probe, start, err);
     }
 
-    /// Time since the call was admitted (`None` when slow calls are not
-    /// tracked).
+    /// Time since the call's latency started counting (`None` when slow
+    /// calls are not tracked).
     pub(crate) fn elapsed(&self) -> Option<Duration> {
-        self.started.map(|s| s.elapsed())
+        self.start().map(|s| s.elapsed())
     }
 
     /// Reports how a call ended whose latency was `answered_in`: a stream,
@@ -593,6 +614,7 @@ impl Permit {
     ) {
         if self.started.is_some() {
             self.started = Instant::now().checked_sub(answered_in);
+            self.sent = None;
         }
         self.finish(err);
     }

@@ -301,6 +301,14 @@ impl<K> CircuitBreakBuilder<K> {
     /// `rate` over the window (with the minimum number of calls). Slow
     /// calls count whether they succeeded or failed; a slow half-open probe
     /// counts as a failed probe.
+    ///
+    /// A call is timed from when the layers below send it on to Bedrock
+    /// (the facade's invocation metrics mark it, see
+    /// `tower_bedrock_core::sent`), so time queued in a token budget below
+    /// is not slowness. Without such a layer below, it is timed from the
+    /// breaker's admission, queueing included: keep the slow-call rule off
+    /// then, or put the metrics layer (or any layer calling `mark_sent`)
+    /// under the budget. A half-open probe holds its slot while it queues.
     pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
         self.config.slow = Some((threshold, rate));
         self

@@ -2,10 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 use tower_bedrock_core::Classified;
+use tower_bedrock_core::sent::SentAt;
 use tower_bedrock_core::stream_end::{Watched, take_outcome};
 
 use crate::breaker::Permit;
@@ -32,7 +35,7 @@ pin_project! {
     enum Kind<F, E> {
         Admitted {
             #[pin]
-            future: Watched<F>,
+            future: Watched<Sent<F>>,
             permit: Option<Permit>,
         },
         Rejected {
@@ -41,8 +44,12 @@ pin_project! {
     }
 }
 
+/// The inner call, polled where the layers below can mark when they sent
+/// it on (see `tower_bedrock_core::sent`).
+type Sent<F> = TaskLocalFuture<Option<Arc<SentAt>>, F>;
+
 impl<F, E> ResponseFuture<F, E> {
-    pub(crate) fn admitted(future: Watched<F>, permit: Option<Permit>) -> Self {
+    pub(crate) fn admitted(future: Watched<Sent<F>>, permit: Option<Permit>) -> Self {
         ResponseFuture {
             kind: Kind::Admitted { future, permit },
         }

@@ -3,11 +3,12 @@
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
+use tower_bedrock_core::sent::watch_sent;
 use tower_bedrock_core::stream_end;
 use tower_bedrock_core::{Classified, LocalRejection, Rejection, names};
 use tower_service::Service;
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Permit};
 use crate::future::ResponseFuture;
 use crate::handle::CircuitBreakHandle;
 use crate::key::{KeyExtractor, ModelIdKey};
@@ -103,7 +104,12 @@ where
         });
         match admission {
             Ok(permit) => {
-                ResponseFuture::admitted(stream_end::watch_call(|| self.inner.call(req)), permit)
+                // Timed calls count from when the layers below send them on
+                // (after a budget's queue), see `tower_bedrock_core::sent`.
+                let sent = permit.as_ref().and_then(Permit::sent_watch);
+                let inner = &mut self.inner;
+                let future = stream_end::watch_call(|| watch_sent(sent, || inner.call(req)));
+                ResponseFuture::admitted(future, permit)
             }
             Err((breaker, refusal)) => {
                 metrics::counter!(names::CIRCUIT_REJECTED, "model" => breaker.label.clone())

@@ -943,3 +943,58 @@ async fn a_custom_decision_table_replaces_the_default() {
     fail_n(&mut svc, "m", ErrorClass::Client(ClientKind::NotFound), 2).await;
     assert_eq!(state(&h, "m"), CircuitState::Open);
 }
+
+/// A layer standing for a token budget that queues every call for
+/// `queue`, then sends it on to a service that marks it sent (as the
+/// facade's invocation metrics do) and answers after `latency`.
+fn queued_service(
+    queue: Duration,
+    latency: Duration,
+    mark: bool,
+) -> impl tower::Service<
+    (String, Answer),
+    Response = (),
+    Error = Error,
+    Future = impl std::future::Future<Output = Result<(), Error>> + Send,
+> + Clone {
+    tower::service_fn(move |_req: (String, Answer)| async move {
+        tokio::time::sleep(queue).await;
+        if mark {
+            tower_bedrock_core::sent::mark_sent();
+        }
+        tokio::time::sleep(latency).await;
+        Ok::<(), Error>(())
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_queued_below_the_breaker_is_not_a_slow_call() {
+    // Every call waits 5 s for budget, then Bedrock answers in 100 ms.
+    // Before, the breaker's timer started before the queue: every call
+    // counted as slow and the breaker opened.
+    for (mark, opens) in [(true, false), (false, true)] {
+        let layer = CircuitBreakLayer::builder()
+            .key_fn(|r: &(String, Answer)| r.0.clone())
+            .disable_failure_rate()
+            .slow_calls(secs(1), 0.5)
+            .minimum_calls(5)
+            .count_window(10)
+            .build()
+            .unwrap();
+        let h = layer.handle();
+        let mut svc = layer.layer(queued_service(secs(5), Duration::from_millis(100), mark));
+        for _ in 0..10 {
+            let _ = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(("m".to_owned(), Answer::Ok))
+                .await;
+        }
+        let s = h.get("m").unwrap();
+        assert_eq!(s.state == CircuitState::Open, opens, "marked {mark}: {s:?}");
+        if mark {
+            assert_eq!((s.calls, s.slow_calls), (10, 0));
+        }
+    }
+}

@@ -56,6 +56,7 @@ mod usage;
 
 pub mod model;
 pub mod names;
+pub mod sent;
 pub mod stream_end;
 
 pub use class::{ClientKind, ErrorClass, LocalRejection, ThrottleKind, UnavailableKind};

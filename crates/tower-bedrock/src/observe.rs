@@ -14,6 +14,11 @@
 //! | `bedrock_input_tokens_total` ([`INPUT_TOKENS`]) | counter | `model` |
 //! | `bedrock_output_tokens_total` ([`OUTPUT_TOKENS`]) | counter | `model` |
 //!
+//! Each call is also marked as sent
+//! ([`tower_bedrock_core::sent::mark_sent`]), so that the circuit
+//! breaker's slow-call rule times it from here, not from before the token
+//! budget's queue.
+//!
 //! The `model` label is bounded
 //! ([`tower_bedrock_core::labels::model_label`]): ids of configured
 //! fallback targets and the first 100 distinct ids seen keep their own
@@ -97,6 +102,9 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let model: Arc<str> = labels::model_label(req.model_id());
+        // The request leaves for Bedrock now: a breaker above times it from
+        // here, not from before a budget's queue.
+        tower_bedrock_core::sent::mark_sent();
         ResponseFuture {
             inner: self.inner.call(req),
             model,
