@@ -405,3 +405,35 @@ async fn streams_settle_their_budget_fail_in_stream_and_fall_back_before_the_fir
     assert!(report.summary().degraded());
     e.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_connection_pool_does_not_open_the_breaker() {
+    // Bedrock (here, the emulator) accepts 4 requests in flight; a client
+    // without a cap sends 16 at once. The excess is answered 503 "Too many
+    // connections": the client's problem, not the model's. Before, those
+    // opened the model's breaker and most calls then failed fast.
+    let e = emulator(
+        EmulatorConfig::builder()
+            .max_connections(4)
+            .latency(Latency {
+                time_to_first_token_ms: 50,
+                per_token_ms: 0.0,
+                scale: 1.0,
+            })
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let layer = tower_bedrock::stack().seed(6).into_layer().unwrap();
+    let breakers = layer.breaker_layer().handle();
+    let svc = layer.boxed::<_, ConverseRequest, _>(bedrock(&e, 64).await);
+    let failures = burst(&svc, 16, HAIKU3).await;
+    assert!(e.counters().connection_cap > 0, "{:?}", e.counters());
+    let snap = breakers.get(HAIKU3).unwrap();
+    assert_eq!(snap.state, CircuitState::Closed, "{snap:?}");
+    assert_eq!((snap.calls, snap.failures), (16 - failures.len() as u32, 0));
+    // The retry's short pauses got the refused calls through once
+    // connections freed up.
+    assert_eq!(failures, vec![], "{:?}", e.counters());
+    e.shutdown().await;
+}
