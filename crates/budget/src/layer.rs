@@ -9,10 +9,13 @@ use tower_bedrock_core::{Classified, ModelRequest, Rejection, ReportsUsage};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::budget::{Budget, KeyState, TenantInfo};
+use crate::admission::Admission;
+use crate::budget::Budget;
 use crate::estimate::{RequestDemand, TokenEstimator};
-use crate::future::{Admission, ResponseFuture};
+use crate::future::ResponseFuture;
+use crate::key::KeyState;
 use crate::store::{BudgetStore, Charge, InMemoryStore};
+use crate::tenant::TenantInfo;
 
 /// Picks the budget key of a request.
 pub trait KeyExtractor<Req> {
@@ -51,8 +54,9 @@ impl<Req, F: Fn(&Req) -> String> KeyExtractor<Req> for KeyFn<F> {
 
 /// Admits requests against a [`Budget`]: reserves their token demand
 /// before forwarding them, waits (FIFO per key and tenant) when there is
-/// no room, sheds after the budget's maximum wait, and settles the
-/// reservation to the real usage when the response arrives.
+/// no room, sheds at the budget's maximum wait or the call's deadline
+/// (sooner when waiting cannot help), and settles the reservation to the
+/// real usage when the response arrives.
 ///
 /// Made by [`Budget::layer`] or [`Tenant::layer`](crate::Tenant::layer).
 pub struct TokenBudgetLayer<St: BudgetStore = InMemoryStore, K = ModelKey, E = RequestDemand> {
@@ -216,7 +220,8 @@ where
         // The readied service goes with the call; a clone stays behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let admission = Admission::new(key, self.tenant.clone(), Charge::call(tokens));
-        ResponseFuture::new(admission, inner, req, burndown)
+        let deadline = tower_bedrock_core::deadline::call_deadline();
+        let admission = Admission::new(key, self.tenant.clone(), Charge::call(tokens), deadline);
+        ResponseFuture::new(admission, inner, req, burndown, demand.input_tokens)
     }
 }

@@ -185,26 +185,39 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod adaptive;
+mod admission;
 mod budget;
+mod builder;
 pub mod error;
 mod estimate;
+mod fixed;
 pub mod future;
+mod gauges;
+mod key;
 mod layer;
+mod memory;
+mod scheduler;
+mod settlement;
+mod snapshot;
 pub mod store;
+mod tenant;
 mod window;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use budget::{
-    Adaptive, Budget, BudgetBuilder, ErrorSettlement, KeySnapshot, Priority, Tenant,
-    TenantSnapshot, default_error_settlement,
-};
+pub use adaptive::Adaptive;
+pub use budget::Budget;
+pub use builder::BudgetBuilder;
 pub use error::BuildError;
 pub use estimate::{RequestDemand, ReservationPolicy, TokenEstimator};
 pub use future::ResponseFuture;
 pub use layer::{KeyExtractor, KeyFn, ModelKey, TokenBudget, TokenBudgetLayer};
+pub use settlement::{ErrorSettlement, default_error_settlement};
+pub use snapshot::{KeySnapshot, TenantSnapshot};
 pub use store::{
     BudgetStore, Charge, InMemoryKey, InMemoryStore, Limits, Refusal, Reservation, StoreKey,
-    StoreSnapshot, TenantTag, WindowKind, WindowSpec,
+    StoreSnapshot, TenantTag, WindowKind, WindowMode, WindowSpec,
 };
+pub use tenant::{Priority, Tenant};

@@ -11,14 +11,37 @@
 //! reservation (they may change: the adaptive limit), and the window
 //! geometry when a key is first used.
 
-use std::future::{Ready, ready};
-use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::time::Instant;
+use tower_bedrock_core::Clock;
 
-use crate::window::Ring;
+pub use crate::memory::{InMemoryKey, InMemoryStore};
+
+/// How a store counts a window: the way Bedrock's quota does (fixed
+/// windows on the wall clock, the default) or as a sliding window.
+///
+/// See the crate docs ([Windows](crate#windows-fixed-or-sliding)) for the
+/// rules and the evidence behind each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WindowMode {
+    /// Windows aligned on the wall clock (`[k W, (k + 1) W)` since the UNIX
+    /// epoch: minutes for `W = 60 s`). A charge is admitted when the usage
+    /// settled in the current window, plus the reservations of every call
+    /// in flight, plus the charge fit the limit; a settled call's real usage
+    /// is billed to the window in which it completes, and the window starts
+    /// empty (except for the calls still in flight). Requests count in the
+    /// window they were admitted in. The model of Bedrock's quota that the
+    /// workspace's emulator implements.
+    #[default]
+    Fixed,
+    /// A sliding window: the charges of the last `W` (to one sub-window),
+    /// reservations included, charged in the sub-window of their admission
+    /// and adjusted there at settlement. Never admits more than the limit in
+    /// *any* interval of length `W`.
+    Sliding,
+}
 
 /// The geometry of a budget's windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,19 +49,65 @@ pub struct WindowSpec {
     /// Length of the token and request windows (60 s in production).
     pub window: Duration,
     /// Sub-windows per window: the granularity of the sliding window (see
-    /// the [`window`](crate#the-sliding-window) algorithm).
+    /// the [`window`](crate#the-sliding-window) algorithm). Unused by fixed
+    /// windows, except to pace the gauges' refresh.
     pub sub_windows: u32,
     /// Length of the daily window (1440 windows by default, so compressed
     /// time compresses the day too).
     pub day: Duration,
-    /// Sub-windows of the daily window.
+    /// Sub-windows of the daily window (sliding mode).
     pub day_sub_windows: u32,
+    /// Fixed (Bedrock-aligned, the default) or sliding windows.
+    pub mode: WindowMode,
+    /// The wall clock the windows are aligned on (sub-windows and fixed
+    /// windows are numbered from the UNIX epoch, so processes agree). It
+    /// follows tokio's paused time: tests anchor it with
+    /// [`Clock::starting_at`].
+    pub clock: Clock,
 }
 
 impl WindowSpec {
     /// Length of one sub-window of the token and request windows.
     pub fn granularity(&self) -> Duration {
         self.window / self.sub_windows.max(1)
+    }
+
+    /// Wall time (since the UNIX epoch) at `now`.
+    pub fn wall(&self, now: Instant) -> Duration {
+        self.clock.wall_at(now)
+    }
+
+    /// Index of the fixed window (of length `len`) holding `now`.
+    pub fn index_at(&self, now: Instant, len: Duration) -> u64 {
+        let n = len.as_nanos().max(1);
+        u64::try_from(self.wall(now).as_nanos() / n).unwrap_or(u64::MAX)
+    }
+
+    /// The instant at which window `index` (of length `len`) starts, seen
+    /// from `now`.
+    pub fn start_of(&self, index: u64, len: Duration, now: Instant) -> Instant {
+        let nanos = u128::from(index) * len.as_nanos();
+        let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+        // The remainder is below 10^9.
+        let sub = (nanos % 1_000_000_000) as u32;
+        self.instant_at(Duration::new(secs, sub), now)
+    }
+
+    /// The instant at which the wall clock reads `wall` (since the UNIX
+    /// epoch), seen from `now` (`now` itself for times too far back).
+    pub fn instant_at(&self, wall: Duration, now: Instant) -> Instant {
+        let here = self.wall(now);
+        if wall >= here {
+            now.checked_add(wall - here).unwrap_or(now)
+        } else {
+            now.checked_sub(here - wall).unwrap_or(now)
+        }
+    }
+
+    /// When the token window after the one holding `now` starts.
+    pub fn next_window_start(&self, now: Instant) -> Instant {
+        let i = self.index_at(now, self.window);
+        self.start_of(i.saturating_add(1), self.window, now)
     }
 }
 
@@ -50,6 +119,8 @@ impl Default for WindowSpec {
             sub_windows: 100,
             day: window * 1440,
             day_sub_windows: 24,
+            mode: WindowMode::Fixed,
+            clock: Clock::system(),
         }
     }
 }
@@ -120,8 +191,9 @@ impl Charge {
 /// A reservation made by a store: what was charged and where (the slots
 /// it was charged in), so that settlement adjusts the right sub-windows.
 ///
-/// The slot numbers are the store's own (the in-memory store counts
-/// sub-windows since its creation); other stores may use wall-clock slots.
+/// The slot numbers are the store's own (the in-memory store numbers
+/// sub-windows, or fixed windows, since the UNIX epoch on the spec's
+/// clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
     /// What was charged.
@@ -142,6 +214,9 @@ pub enum WindowKind {
     Requests,
     /// Tokens per day.
     Day,
+    /// The tenant's weighted share of the token window, while other
+    /// tenants contend for it (a store that holds shares across processes).
+    Share,
 }
 
 impl WindowKind {
@@ -151,6 +226,7 @@ impl WindowKind {
             WindowKind::Tokens => "tokens",
             WindowKind::Requests => "requests",
             WindowKind::Day => "day",
+            WindowKind::Share => "share",
         }
     }
 }
@@ -162,8 +238,9 @@ pub struct Refusal {
     /// are).
     pub window: WindowKind,
     /// When enough of the window will have expired for this charge, if
-    /// nothing else is charged meanwhile. `None` when the charge can never
-    /// fit the limits given.
+    /// nothing else is charged meanwhile (with fixed windows: the next
+    /// window, unless a settlement frees room before). `None` when the
+    /// charge can never fit the limits given.
     pub room_at: Option<Instant>,
 }
 
@@ -282,196 +359,5 @@ pub trait StoreKey: Send + Sync + 'static {
     /// store that keeps them elsewhere).
     fn memory_bytes(&self) -> usize {
         0
-    }
-}
-
-/// The default store: the windows of each key in this process's memory.
-///
-/// Each key holds three rings of sub-window counters (see the crate docs'
-/// algorithm section); admission is O(1) and memory per key is bounded by
-/// the geometry (about 2 KiB of counters with the default 100 + 24 sub-windows),
-/// whatever the traffic. Clones share the same windows.
-#[derive(Debug, Clone)]
-pub struct InMemoryStore {
-    origin: Instant,
-}
-
-impl InMemoryStore {
-    /// A new, empty store. Its sub-windows are counted from now.
-    pub fn new() -> Self {
-        InMemoryStore {
-            origin: Instant::now(),
-        }
-    }
-}
-
-impl Default for InMemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl BudgetStore for InMemoryStore {
-    type Key = InMemoryKey;
-
-    fn key(&self, _key: &str, spec: &WindowSpec) -> InMemoryKey {
-        InMemoryKey {
-            origin: self.origin,
-            windows: Arc::new(Mutex::new(Windows {
-                tokens: Ring::new(spec.window, spec.sub_windows),
-                requests: Ring::new(spec.window, spec.sub_windows),
-                day: Ring::new(spec.day, spec.day_sub_windows),
-                reserved: Charge::ZERO,
-            })),
-        }
-    }
-}
-
-/// One key of an [`InMemoryStore`].
-#[derive(Debug, Clone)]
-pub struct InMemoryKey {
-    origin: Instant,
-    windows: Arc<Mutex<Windows>>,
-}
-
-#[derive(Debug)]
-struct Windows {
-    tokens: Ring,
-    requests: Ring,
-    day: Ring,
-    reserved: Charge,
-}
-
-impl Windows {
-    fn advance(&mut self, elapsed: Duration) -> (u64, u64) {
-        let slot = self.tokens.slot_of(elapsed);
-        let day_slot = self.day.slot_of(elapsed);
-        self.tokens.advance(slot);
-        self.requests.advance(slot);
-        self.day.advance(day_slot);
-        (self.tokens.head(), self.day.head())
-    }
-}
-
-impl InMemoryKey {
-    fn elapsed(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.origin)
-    }
-
-    fn try_reserve(
-        &self,
-        limits: Limits,
-        charge: Charge,
-        now: Instant,
-    ) -> Result<Reservation, Refusal> {
-        let mut w = self.windows.lock();
-        let (slot, day_slot) = w.advance(self.elapsed(now));
-        // (window, ring, limit, amount) for each limited window.
-        let checks = [
-            (
-                WindowKind::Tokens,
-                &w.tokens,
-                Some(limits.tokens),
-                charge.tokens,
-            ),
-            (
-                WindowKind::Requests,
-                &w.requests,
-                limits.requests,
-                charge.requests,
-            ),
-            (WindowKind::Day, &w.day, limits.day_tokens, charge.tokens),
-        ];
-        let mut refusal: Option<Refusal> = None;
-        for (kind, ring, limit, amount) in checks {
-            let Some(limit) = limit else { continue };
-            if ring.sum().saturating_add(amount) <= limit {
-                continue;
-            }
-            let room_at = limit.checked_sub(amount).map(|target| {
-                let at = ring.slot_with_room(target).unwrap_or(ring.head() + 1);
-                self.origin + ring.slot_start(at)
-            });
-            let later = match (&refusal, room_at) {
-                (None, _) => true,
-                (Some(r), Some(at)) => r.room_at.is_some_and(|prev| at > prev),
-                (Some(_), None) => true,
-            };
-            if later {
-                refusal = Some(Refusal {
-                    window: kind,
-                    room_at,
-                });
-            }
-        }
-        if let Some(r) = refusal {
-            return Err(r);
-        }
-        w.tokens.add(slot, charge.tokens);
-        w.requests.add(slot, charge.requests);
-        w.day.add(day_slot, charge.tokens);
-        w.reserved.tokens = w.reserved.tokens.saturating_add(charge.tokens);
-        w.reserved.requests = w.reserved.requests.saturating_add(charge.requests);
-        Ok(Reservation {
-            charge,
-            slot,
-            day_slot,
-        })
-    }
-}
-
-fn adjust(ring: &mut Ring, slot: u64, reserved: u64, actual: u64) {
-    if actual < reserved {
-        ring.sub(slot, reserved - actual);
-    } else if actual > reserved {
-        ring.add(slot, actual - reserved);
-    }
-}
-
-impl StoreKey for InMemoryKey {
-    type Reserve = Ready<Result<Reservation, Refusal>>;
-
-    fn reserve(&self, limits: Limits, charge: Charge, now: Instant) -> Self::Reserve {
-        ready(self.try_reserve(limits, charge, now))
-    }
-
-    fn settle(&self, reservation: Reservation, actual: Charge, now: Instant) {
-        let mut w = self.windows.lock();
-        w.advance(self.elapsed(now));
-        let r = reservation.charge;
-        adjust(&mut w.tokens, reservation.slot, r.tokens, actual.tokens);
-        adjust(
-            &mut w.requests,
-            reservation.slot,
-            r.requests,
-            actual.requests,
-        );
-        adjust(&mut w.day, reservation.day_slot, r.tokens, actual.tokens);
-        w.reserved.tokens = w.reserved.tokens.saturating_sub(r.tokens);
-        w.reserved.requests = w.reserved.requests.saturating_sub(r.requests);
-    }
-
-    fn snapshot(&self, now: Instant) -> StoreSnapshot {
-        let mut w = self.windows.lock();
-        w.advance(self.elapsed(now));
-        StoreSnapshot {
-            tokens: w.tokens.sum(),
-            requests: w.requests.sum(),
-            day_tokens: w.day.sum(),
-            reserved_tokens: w.reserved.tokens,
-            reserved_requests: w.reserved.requests,
-        }
-    }
-
-    /// The three rings' counters plus the mutex-protected block and the
-    /// handle.
-    fn memory_bytes(&self) -> usize {
-        let w = self.windows.lock();
-        std::mem::size_of::<Self>()
-            + std::mem::size_of::<Mutex<Windows>>()
-            + 2 * std::mem::size_of::<usize>() // Arc counts
-            + w.tokens.heap_bytes()
-            + w.requests.heap_bytes()
-            + w.day.heap_bytes()
     }
 }

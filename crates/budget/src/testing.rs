@@ -32,10 +32,24 @@ use tower_bedrock_core::{
 use tower_layer::Layer;
 use tower_service::Service;
 
+use tower_bedrock_core::Clock;
+
 use crate::{
     Budget, BudgetBuilder, BudgetStore, Charge, Limits, Priority, StoreKey, TokenBudget,
-    TokenBudgetLayer, WindowSpec,
+    TokenBudgetLayer, WindowMode, WindowSpec,
 };
+
+/// Wall time at which every test starts: a whole number of minutes (and of
+/// days of 1440 minutes... almost: 1 800 000 000 s is a multiple of 60 and
+/// 3600), so window boundaries fall on whole test seconds. Stores that
+/// read a clock of their own anchor it here too.
+pub const EPOCH: Duration = Duration::from_secs(1_800_000_000);
+
+/// The clock of the suite: [`EPOCH`] now (call it at the start of a test,
+/// under paused time).
+pub fn test_clock() -> Clock {
+    Clock::starting_at(EPOCH)
+}
 
 /// Runs a test future on a current-thread runtime with paused time. The
 /// closure is called inside the runtime (so stores see paused time).
@@ -55,7 +69,10 @@ macro_rules! budget_store_tests {
     ($make:expr) => {
         $crate::budget_store_tests!(@each $make;
             store_contract,
+            store_contract_fixed,
             admits_up_to_the_limit_and_not_beyond,
+            exact_fit_is_admitted,
+            fixed_window_boundaries,
             window_refreshes,
             settlement_refunds_and_charges,
             missing_usage_keeps_and_streams_settle_when_they_end,
@@ -63,7 +80,10 @@ macro_rules! budget_store_tests {
             cancellation_leaks_nothing,
             fifo_order,
             max_wait_sheds_with_retry_after,
+            deadline_bounds_the_wait,
             oversized_request_fails_at_once,
+            lowered_limit_fails_at_once,
+            throttle_marks_the_window_full,
             request_and_day_limits,
             tenant_fairness,
             tenant_weighted_shares,
@@ -318,7 +338,8 @@ struct MockState {
     accepted: VecDeque<(Instant, u64)>,
 }
 
-/// The capacity a [`MockBedrock`] enforces, as an exact sliding log.
+/// The capacity a [`MockBedrock`] enforces: an exact sliding log, or
+/// fixed windows on a wall clock (Bedrock's way).
 #[derive(Debug, Clone, Copy)]
 pub struct Capacity {
     /// Window length.
@@ -327,6 +348,8 @@ pub struct Capacity {
     pub requests: Option<u64>,
     /// Tokens (input + output cap) per window.
     pub tokens: Option<u64>,
+    /// Fixed windows aligned on this clock; `None`: a sliding log.
+    pub fixed: Option<Clock>,
 }
 
 /// A mock Bedrock: answers each request as its [`Reply`] says after a fixed
@@ -385,11 +408,21 @@ impl MockBedrock {
     fn admit(&self, req: &MockRequest, now: Instant) -> Option<ThrottleKind> {
         let cap = self.capacity?;
         let mut s = self.state.lock();
-        while s
-            .accepted
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= cap.window)
-        {
+        if let Some(clock) = cap.fixed {
+            // Only this window's admissions count.
+            let w = cap.window.as_nanos().max(1);
+            let index = clock.wall_at(now).as_nanos() / w;
+            while s
+                .accepted
+                .front()
+                .is_some_and(|(t, _)| clock.wall_at(*t).as_nanos() / w < index)
+            {
+                s.accepted.pop_front();
+            }
+        }
+        while s.accepted.front().is_some_and(|(t, _)| {
+            cap.fixed.is_none() && now.saturating_duration_since(*t) >= cap.window
+        }) {
             s.accepted.pop_front();
         }
         let tokens = req.input_tokens + req.max_tokens.unwrap_or(0);
@@ -473,7 +506,7 @@ pub const NOVA: &str = "amazon.nova-lite-v1:0";
 pub const SONNET4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 
 fn builder() -> BudgetBuilder {
-    Budget::builder()
+    Budget::builder().clock(test_clock())
 }
 
 /// Sends one request through the service: `ready`, then `call`.
@@ -522,6 +555,8 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
         sub_windows: 10,
         day: Duration::from_secs(100),
         day_sub_windows: 10,
+        mode: WindowMode::Sliding,
+        clock: test_clock(),
     };
     let key = store.key("contract", &spec);
     let limits = Limits::tokens(100).with_requests(3).with_day_tokens(150);
@@ -594,6 +629,185 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
     assert_eq!(r.window, crate::WindowKind::Requests);
 }
 
+/// Store contract, fixed windows (Bedrock's rule): a charge is admitted iff
+/// the usage settled in this window, plus the reservations of every call in
+/// flight, plus the charge fit; the real usage is billed to the window the
+/// call completes in; requests count in the window they were admitted in;
+/// reservations in flight carry over a window boundary.
+pub async fn store_contract_fixed<St: BudgetStore>(store: St) {
+    let spec = WindowSpec {
+        window: Duration::from_secs(10),
+        sub_windows: 10,
+        day: Duration::from_secs(100),
+        day_sub_windows: 10,
+        mode: WindowMode::Fixed,
+        clock: test_clock(),
+    };
+    let key = store.key("contract-fixed", &spec);
+    let limits = Limits::tokens(100).with_requests(3).with_day_tokens(250);
+    // EPOCH is a multiple of both window lengths: t0 starts a window.
+    let t0 = Instant::now();
+    let a = key
+        .reserve(limits, Charge::call(60), t0)
+        .await
+        .expect("room");
+    let s = key.snapshot(t0);
+    assert_eq!(
+        (s.tokens, s.requests, s.reserved_tokens, s.reserved_requests),
+        (60, 1, 60, 1)
+    );
+    let refusal = key.reserve(limits, Charge::call(50), t0).await.unwrap_err();
+    assert_eq!(refusal.window, crate::WindowKind::Tokens);
+    assert_eq!(refusal.room_at, Some(t0 + spec.window), "the next window");
+    key.settle(a, Charge::call(20), t0);
+    let b = key
+        .reserve(limits, Charge::call(50), t0)
+        .await
+        .expect("room after refund");
+    let c = key
+        .reserve(limits, Charge::call(30), t0)
+        .await
+        .expect("exactly the limit");
+    assert_eq!(key.snapshot(t0).requests, 3);
+    let full = key.reserve(limits, Charge::call(1), t0).await.unwrap_err();
+    assert_eq!(full.room_at, Some(t0 + spec.window));
+    let never = key
+        .reserve(limits, Charge::call(101), t0)
+        .await
+        .unwrap_err();
+    assert_eq!(never.room_at, None);
+    // The next window: settled usage and requests start again, the two
+    // calls in flight still count.
+    let t1 = t0 + spec.window;
+    let s = key.snapshot(t1);
+    assert_eq!(
+        (s.tokens, s.requests, s.day_tokens, s.reserved_tokens),
+        (80, 0, 100, 80)
+    );
+    let r = key.reserve(limits, Charge::call(30), t1).await.unwrap_err();
+    assert_eq!(r.room_at, Some(t0 + 2 * spec.window));
+    // b completes in this window: its usage is billed here, its request
+    // stays in the window it was admitted in.
+    key.settle(b, Charge::call(50), t1);
+    key.settle(c, Charge::ZERO, t1);
+    let s = key.snapshot(t1);
+    assert_eq!((s.tokens, s.requests, s.reserved_tokens), (50, 0, 0));
+    let d = key
+        .reserve(limits, Charge::call(50), t1)
+        .await
+        .expect("room");
+    key.settle(d, Charge::call(50), t1);
+    // The day counts everything settled in it: 20 + 50 + 50.
+    let t2 = t0 + 4 * spec.window;
+    let e = key
+        .reserve(limits, Charge::call(100), t2)
+        .await
+        .expect("room");
+    key.settle(e, Charge::call(100), t2);
+    let t3 = t0 + 5 * spec.window;
+    assert_eq!(key.snapshot(t3).day_tokens, 220);
+    let day = key.reserve(limits, Charge::call(31), t3).await.unwrap_err();
+    assert_eq!(day.window, crate::WindowKind::Day);
+    assert_eq!(day.room_at, Some(t0 + spec.day));
+    key.reserve(limits, Charge::call(30), t3)
+        .await
+        .expect("fits the day");
+}
+
+/// The whole quota, not a percentage of it: `n` requests that fit the
+/// limit exactly are all admitted; a slack stated in tokens holds back
+/// exactly that many.
+pub async fn exact_fit_is_admitted<St: BudgetStore>(store: St) {
+    let budget = builder()
+        .tokens_per_window(200_000)
+        .max_wait(Duration::ZERO)
+        .build_with_store(store)
+        .unwrap();
+    let mock = MockBedrock::new(Duration::from_secs(5));
+    let mut svc = budget.layer().layer(mock.clone());
+    let mut inflight = Vec::new();
+    for id in 0..10 {
+        inflight.push(spawn(&mut svc, MockRequest::new(NOVA, id, 10_000, 10_000)));
+    }
+    run_tasks().await;
+    let err = send(&mut svc, MockRequest::new(NOVA, 10, 1, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    for h in inflight {
+        h.await.unwrap().expect("all ten fit the quota");
+    }
+    assert_eq!(mock.calls().len(), 10);
+    assert_eq!(snapshot(&budget, NOVA).tokens, 200_000);
+    // With a slack of one request's worth, nine fit.
+    let slack = builder()
+        .tokens_per_window(200_000)
+        .slack_tokens(20_000)
+        .max_wait(Duration::ZERO)
+        .build()
+        .unwrap();
+    assert_eq!(slack.limits(NOVA).tokens, 180_000);
+    let mut svc = slack.layer().layer(MockBedrock::new(Duration::ZERO));
+    let mut ok = 0;
+    for id in 0..10 {
+        if send(&mut svc, MockRequest::new(NOVA, id, 10_000, 10_000))
+            .await
+            .is_ok()
+        {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 9);
+}
+
+/// Fixed windows at their boundaries: the window starts empty on the
+/// minute; calls in flight across the boundary keep their reservation in
+/// the new window and bill their usage to the window they complete in.
+pub async fn fixed_window_boundaries<St: BudgetStore>(store: St) {
+    let budget = builder()
+        .tokens_per_window(1000)
+        .max_wait(Duration::ZERO)
+        .fixed_limits()
+        .build_with_store(store)
+        .unwrap();
+    let mut fast = budget.layer().layer(MockBedrock::new(Duration::ZERO));
+    let mut slow = budget
+        .layer()
+        .layer(MockBedrock::new(Duration::from_secs(2)));
+    let t0 = Instant::now();
+    send(&mut fast, MockRequest::new(NOVA, 0, 600, 0))
+        .await
+        .unwrap();
+    sleep_until(t0 + Duration::from_millis(59_990)).await;
+    let err = send(&mut fast, MockRequest::new(NOVA, 1, 500, 0))
+        .await
+        .unwrap_err();
+    let after = err.rejection().and_then(|r| r.retry_after());
+    assert_eq!(after, Some(Duration::from_millis(10)), "room on the minute");
+    send(&mut fast, MockRequest::new(NOVA, 2, 400, 0))
+        .await
+        .expect("exactly the limit");
+    sleep_until(t0 + Duration::from_secs(60)).await;
+    send(&mut fast, MockRequest::new(NOVA, 3, 1000, 0))
+        .await
+        .expect("a new window starts empty");
+    // A call in flight across the next boundary.
+    sleep_until(t0 + Duration::from_secs(119)).await;
+    let across = spawn(&mut slow, MockRequest::new(SONNET4, 4, 500, 0));
+    sleep_until(t0 + Duration::from_secs(120)).await;
+    let err = send(&mut fast, MockRequest::new(SONNET4, 5, 600, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    let second = spawn(&mut slow, MockRequest::new(SONNET4, 6, 500, 0));
+    across.await.unwrap().expect("admitted before the boundary");
+    second.await.unwrap().expect("fits beside the reservation");
+    let s = snapshot(&budget, SONNET4);
+    assert_eq!((s.tokens, s.reserved_tokens), (1000, 0));
+    sleep_until(t0 + Duration::from_secs(180)).await;
+    assert_eq!(snapshot(&budget, SONNET4).tokens, 0);
+}
+
 /// Reservations are admitted up to the limit and not beyond; settlement
 /// leaves the real usage in the window.
 pub async fn admits_up_to_the_limit_and_not_beyond<St: BudgetStore>(store: St) {
@@ -640,10 +854,11 @@ pub async fn admits_up_to_the_limit_and_not_beyond<St: BudgetStore>(store: St) {
     assert_eq!(s.tenants[0].sheds, 1);
 }
 
-/// The window slides: room comes back one window (plus at most one
+/// Sliding windows: room comes back one window (plus at most one
 /// sub-window) after the charge, and not before.
 pub async fn window_refreshes<St: BudgetStore>(store: St) {
     let budget = builder()
+        .window_mode(WindowMode::Sliding)
         .tokens_per_window(1000)
         .max_wait(Duration::ZERO)
         .build_with_store(store)
@@ -767,9 +982,12 @@ pub async fn missing_usage_keeps_and_streams_settle_when_they_end<St: BudgetStor
     assert_eq!((s.tokens, s.reserved_tokens), (1107, 0));
 }
 
-/// Failed calls: refunded when Bedrock cannot have counted them, kept when
-/// it may have (the default table).
+/// Failed calls are settled with what Bedrock can have counted, per class
+/// (the default table of [`default_error_settlement`](crate::default_error_settlement)):
+/// refunded when refused before inference, the input kept when the model
+/// ran and failed, everything kept when the request may still be running.
 pub async fn errors_refund_or_keep_by_class<St: BudgetStore>(store: St) {
+    use crate::ErrorSettlement::{Input, Keep, Refund};
     let budget = builder()
         .tokens_per_window(100_000)
         .requests_per_window(1000)
@@ -780,20 +998,28 @@ pub async fn errors_refund_or_keep_by_class<St: BudgetStore>(store: St) {
         .layer()
         .layer(MockBedrock::new(Duration::from_millis(10)));
     let cases = [
-        (ErrorClass::Local(LocalRejection::CircuitOpen), false),
-        (ErrorClass::Throttled(ThrottleKind::TokenRate), false),
-        (ErrorClass::Throttled(ThrottleKind::RequestRate), false),
-        (ErrorClass::Throttled(ThrottleKind::ModelOverloaded), false),
-        (ErrorClass::QuotaExceeded, false),
-        (ErrorClass::Client(ClientKind::Validation), false),
-        (ErrorClass::Client(ClientKind::ModelError), true),
-        (ErrorClass::Unavailable(UnavailableKind::Service), true),
-        (ErrorClass::Unavailable(UnavailableKind::Network), true),
-        (ErrorClass::ModelTimeout, true),
-        (ErrorClass::Unknown, true),
+        (ErrorClass::Local(LocalRejection::CircuitOpen), Refund),
+        (ErrorClass::Throttled(ThrottleKind::TokenRate), Refund),
+        (ErrorClass::Throttled(ThrottleKind::RequestRate), Refund),
+        (ErrorClass::Throttled(ThrottleKind::ModelOverloaded), Refund),
+        (ErrorClass::Throttled(ThrottleKind::ModelNotReady), Refund),
+        (ErrorClass::QuotaExceeded, Refund),
+        (ErrorClass::Client(ClientKind::Validation), Refund),
+        (ErrorClass::Client(ClientKind::AccessDenied), Refund),
+        (ErrorClass::Unavailable(UnavailableKind::Service), Refund),
+        (
+            ErrorClass::Unavailable(UnavailableKind::ConnectionPool),
+            Refund,
+        ),
+        (ErrorClass::Client(ClientKind::ModelError), Input),
+        (ErrorClass::ModelTimeout, Input),
+        (ErrorClass::Unavailable(UnavailableKind::Network), Keep),
+        (ErrorClass::Unknown, Keep),
     ];
     let mut expected = Charge::ZERO;
-    for (i, (class, kept)) in cases.into_iter().enumerate() {
+    for (i, (class, settlement)) in cases.into_iter().enumerate() {
+        assert_eq!(crate::default_error_settlement(&class), settlement);
+        // Reserves 100 input + 100 output.
         let err = send(
             &mut svc,
             MockRequest::new(NOVA, i as u64, 100, 100).reply(Reply::Fail(class)),
@@ -802,10 +1028,13 @@ pub async fn errors_refund_or_keep_by_class<St: BudgetStore>(store: St) {
         .unwrap_err();
         assert_eq!(err.class(), class, "errors pass through unchanged");
         assert!(err.inner().is_some(), "the inner error is kept");
-        if kept {
-            expected.tokens += 200;
-            expected.requests += 1;
-        }
+        let counted = match settlement {
+            Refund => Charge::ZERO,
+            Input => Charge::call(100),
+            _ => Charge::call(200),
+        };
+        expected.tokens += counted.tokens;
+        expected.requests += counted.requests;
         let s = snapshot(&budget, NOVA);
         assert_eq!(
             (s.tokens, s.requests),
@@ -814,6 +1043,9 @@ pub async fn errors_refund_or_keep_by_class<St: BudgetStore>(store: St) {
         );
         assert_eq!(s.reserved_tokens, 0);
     }
+    // Two inputs and two whole calls counted, as four requests.
+    let s = snapshot(&budget, NOVA);
+    assert_eq!((s.tokens, s.requests), (600, 4));
 }
 
 /// Dropping the future at every await point leaks nothing: before the
@@ -876,8 +1108,10 @@ pub async fn cancellation_leaks_nothing<St: BudgetStore>(store: St) {
     assert_eq!(s.tokens, 0, "everything left the window");
 }
 
-/// Waiting requests are admitted in arrival order per key: a small request
-/// does not overtake a large one queued before it.
+/// Waiting requests are admitted in arrival order per key, and a newcomer
+/// that fits now is not held behind a head that cannot go before the next
+/// window (no head-of-line blocking): 2 and 3 pass 1, which waits for the
+/// next window; 4 and 5 do not fit now and queue behind 1.
 pub async fn fifo_order<St: BudgetStore>(store: St) {
     let budget = builder()
         .tokens_per_window(1000)
@@ -889,8 +1123,7 @@ pub async fn fifo_order<St: BudgetStore>(store: St) {
     send(&mut svc, MockRequest::new(NOVA, 0, 700, 0))
         .await
         .unwrap();
-    // 300 left: 1 needs 800 and must wait for the window; 2..=5 would fit
-    // now but queue behind it.
+    // 300 left: 1 needs 800 and must wait for the window; 2 and 3 fit now.
     let sizes = [800, 100, 100, 300, 200];
     let mut handles = Vec::new();
     for (i, size) in sizes.into_iter().enumerate() {
@@ -904,21 +1137,25 @@ pub async fn fifo_order<St: BudgetStore>(store: St) {
         h.await.unwrap().unwrap();
     }
     let ids: Vec<u64> = mock.calls().iter().map(|c| c.id).collect();
-    assert_eq!(ids, vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(ids, vec![0, 2, 3, 1, 4, 5]);
 }
 
-/// A request waits up to the maximum wait, then is shed with
-/// `Local(BudgetExhausted)` saying when room is expected; the wait is
-/// recorded in the call report.
+/// A request whose room is beyond its maximum wait is shed at once when no
+/// call in flight can free room sooner (waiting would buy nothing); with
+/// calls in flight it waits up to the maximum wait. Either way the
+/// rejection is `Local(BudgetExhausted)` saying when room is expected, and
+/// the wait is recorded in the call report.
 pub async fn max_wait_sheds_with_retry_after<St: BudgetStore>(store: St) {
     let budget = builder()
         .tokens_per_window(1000)
         .max_wait(Duration::from_secs(5))
         .build_with_store(store)
         .unwrap();
-    let g = budget.spec().granularity();
     let mock = MockBedrock::new(Duration::ZERO);
     let mut svc = budget.layer().layer(mock.clone());
+    let mut slow = budget
+        .layer()
+        .layer(MockBedrock::new(Duration::from_secs(30)));
     let t0 = Instant::now();
     send(&mut svc, MockRequest::new(NOVA, 0, 1000, 0))
         .await
@@ -927,24 +1164,82 @@ pub async fn max_wait_sheds_with_retry_after<St: BudgetStore>(store: St) {
     let mut req = MockRequest::new(NOVA, 1, 10, 0);
     req.report = Some(report.clone());
     let err = send(&mut svc, req).await.unwrap_err();
-    assert_eq!(t0.elapsed(), Duration::from_secs(5));
+    assert_eq!(t0.elapsed(), Duration::ZERO, "nothing to wait for");
     assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
     let after = err.rejection().and_then(|r| r.retry_after()).unwrap();
-    assert_eq!(after, Duration::from_secs(55) + g);
-    assert_eq!(report.summary().budget_wait, Duration::from_secs(5));
-    assert_eq!(mock.calls().len(), 1);
-    // A waiter that gets room within the wait succeeds and records its wait.
-    sleep_until(t0 + Duration::from_secs(58)).await;
+    assert_eq!(after, Duration::from_secs(60));
+    // A call in flight may settle below its reservation: wait for it, up
+    // to the maximum wait.
+    sleep_until(t0 + Duration::from_secs(60)).await;
+    let inflight = spawn(&mut slow, MockRequest::new(NOVA, 2, 1000, 0));
+    run_tasks().await;
     let report = CallReport::new();
-    let mut req = MockRequest::new(NOVA, 2, 10, 0);
+    let mut req = MockRequest::new(NOVA, 3, 10, 0);
+    req.report = Some(report.clone());
+    let start = Instant::now();
+    let err = send(&mut svc, req).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    let after = err.rejection().and_then(|r| r.retry_after()).unwrap();
+    assert_eq!(Instant::now() + after, t0 + Duration::from_secs(120));
+    assert_eq!(report.summary().budget_wait, Duration::from_secs(5));
+    inflight.await.unwrap().unwrap();
+    // A waiter that gets room within the wait succeeds and records its wait.
+    sleep_until(t0 + Duration::from_secs(118)).await;
+    let report = CallReport::new();
+    let mut req = MockRequest::new(NOVA, 4, 10, 0);
     req.report = Some(report.clone());
     send(&mut svc, req).await.unwrap();
-    assert_eq!(report.summary().budget_wait, Duration::from_secs(2) + g);
+    assert_eq!(report.summary().budget_wait, Duration::from_secs(2));
     let s = snapshot(&budget, NOVA);
     assert_eq!(
         (s.waiting, s.tenants[0].waits, s.tenants[0].sheds),
-        (0, 2, 1)
+        (0, 2, 2)
     );
+    assert_eq!(mock.calls().len(), 2);
+}
+
+/// The call's deadline bounds the wait: behind a full budget with a call
+/// in flight, a call with a 3 s deadline ends at 3 s with
+/// `Local(DeadlineExceeded)`; with nothing in flight (no room before the
+/// next window) it ends at once. Never later than the deadline.
+pub async fn deadline_bounds_the_wait<St: BudgetStore>(store: St) {
+    use tower_bedrock_core::deadline::with_call_deadline;
+    let budget = builder()
+        .tokens_per_window(1000)
+        .max_wait(Duration::from_secs(600))
+        .build_with_store(store)
+        .unwrap();
+    let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
+    let mut slow = budget
+        .layer()
+        .layer(MockBedrock::new(Duration::from_secs(10)));
+    let t0 = Instant::now();
+    let inflight = spawn(&mut slow, MockRequest::new(NOVA, 0, 1000, 0));
+    run_tasks().await;
+    let start = Instant::now();
+    let call = send(&mut svc, MockRequest::new(NOVA, 1, 10, 0));
+    let err = with_call_deadline(start + Duration::from_secs(3), call)
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(local(&err), Some(LocalRejection::DeadlineExceeded));
+    assert!(err.rejection().and_then(|r| r.retry_after()).is_some());
+    inflight.await.unwrap().unwrap();
+    // The window is full of settled usage: nothing can free room before
+    // the next window, which is past the deadline.
+    let start = Instant::now();
+    let call = send(&mut svc, MockRequest::new(NOVA, 2, 10, 0));
+    let err = with_call_deadline(start + Duration::from_secs(3), call)
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(local(&err), Some(LocalRejection::DeadlineExceeded));
+    // Without a deadline the call waits for the next window.
+    send(&mut svc, MockRequest::new(NOVA, 3, 10, 0))
+        .await
+        .expect("room in the next window");
+    assert_eq!(t0.elapsed(), Duration::from_secs(60));
 }
 
 /// A request larger than the whole window (or day) fails at once, without
@@ -975,6 +1270,84 @@ pub async fn oversized_request_fails_at_once<St: BudgetStore>(store: St) {
     send(&mut svc, MockRequest::new(NOVA, 2, 500, 500))
         .await
         .expect("exactly the limit fits");
+}
+
+/// A request that fits the configured limit but not the limit lowered by
+/// repeated throttles fails at once (it never holds the queue), with a
+/// retry-after; a smaller request behind it is admitted at once.
+pub async fn lowered_limit_fails_at_once<St: BudgetStore>(store: St) {
+    let budget = builder()
+        .tokens_per_window(1000)
+        .max_wait(Duration::from_secs(600))
+        .build_with_store(store)
+        .unwrap();
+    let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
+    let throttle = |id| {
+        MockRequest::new(NOVA, id, 10, 0)
+            .reply(Reply::Fail(ErrorClass::Throttled(ThrottleKind::TokenRate)))
+    };
+    let t0 = Instant::now();
+    // Throttles in two consecutive windows lower the limit to 800.
+    send(&mut svc, throttle(0)).await.unwrap_err();
+    assert_eq!(snapshot(&budget, NOVA).effective.tokens, 1000);
+    sleep_until(t0 + Duration::from_secs(60)).await;
+    send(&mut svc, throttle(1)).await.unwrap_err();
+    assert_eq!(snapshot(&budget, NOVA).effective.tokens, 800);
+    sleep_until(t0 + Duration::from_secs(120)).await;
+    let start = Instant::now();
+    let err = send(&mut svc, MockRequest::new(NOVA, 2, 900, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no wait for what cannot fit"
+    );
+    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    assert!(err.rejection().and_then(|r| r.retry_after()).is_some());
+    send(&mut svc, MockRequest::new(NOVA, 3, 100, 0))
+        .await
+        .expect("a small request goes at once");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // A clean window later the limit is back.
+    sleep_until(t0 + Duration::from_secs(240)).await;
+    assert_eq!(snapshot(&budget, NOVA).effective.tokens, 1000);
+    send(&mut svc, MockRequest::new(NOVA, 4, 900, 0))
+        .await
+        .expect("fits the recovered limit");
+}
+
+/// A rate throttle in a window the budget believed had room marks that
+/// window full until its end (nothing more is admitted in it), without
+/// lowering the limit; the next window admits again.
+pub async fn throttle_marks_the_window_full<St: BudgetStore>(store: St) {
+    let budget = builder()
+        .tokens_per_window(1000)
+        .max_wait(Duration::ZERO)
+        .build_with_store(store)
+        .unwrap();
+    let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
+    let t0 = Instant::now();
+    sleep_until(t0 + Duration::from_secs(10)).await;
+    let throttled = MockRequest::new(NOVA, 0, 10, 0)
+        .reply(Reply::Fail(ErrorClass::Throttled(ThrottleKind::TokenRate)));
+    send(&mut svc, throttled).await.unwrap_err();
+    let s = snapshot(&budget, NOVA);
+    assert_eq!(s.full_until, Some(t0 + Duration::from_secs(60)));
+    assert_eq!((s.tokens, s.effective.tokens), (0, 1000));
+    let err = send(&mut svc, MockRequest::new(NOVA, 1, 10, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    assert_eq!(
+        err.rejection().and_then(|r| r.retry_after()),
+        Some(Duration::from_secs(50))
+    );
+    sleep_until(t0 + Duration::from_secs(60)).await;
+    send(&mut svc, MockRequest::new(NOVA, 2, 1000, 0))
+        .await
+        .expect("the next window admits");
+    assert_eq!(snapshot(&budget, NOVA).full_until, None);
 }
 
 /// Request limits (RPM) and tokens per day are enforced like tokens.
@@ -1023,7 +1396,9 @@ pub async fn tenant_fairness<St: BudgetStore>(store: St) {
     let budget = builder()
         .tokens_per_window(1_000_000)
         .requests_per_window(rpm)
-        .max_wait(Duration::from_secs(10))
+        // Long enough to wait for the next window: the waiting requests
+        // are drained in share order when it opens.
+        .max_wait(Duration::from_secs(120))
         .fixed_limits()
         .build_with_store(store)
         .unwrap();
@@ -1085,7 +1460,9 @@ pub async fn tenant_weighted_shares<St: BudgetStore>(store: St) {
     let budget = builder()
         .tokens_per_window(1_000_000)
         .requests_per_window(rpm)
-        .max_wait(Duration::from_secs(10))
+        // Long enough to wait for the next window: the waiting requests
+        // are drained in share order when it opens.
+        .max_wait(Duration::from_secs(120))
         .fixed_limits()
         .build_with_store(store)
         .unwrap();
@@ -1211,9 +1588,10 @@ pub async fn clones_share_state<St: BudgetStore>(store: St) {
     assert_eq!(snapshot(&clone, NOVA).tokens, 800);
 }
 
-/// With a server whose real capacity (60 rpm) is below the configured
-/// limit (100 rpm), throttles lower the effective limit until the process
-/// converges near the real capacity: few 429s, most of the capacity used.
+/// With a server whose real capacity (60 rpm, fixed windows) is below the
+/// configured limit (100 rpm): each throttle marks its window full, so few
+/// 429s come back and the capacity is used; repeated throttles lower the
+/// limit; without throttles it recovers to the configured one.
 pub async fn adaptive_limit_converges<St: BudgetStore>(store: St) {
     let capacity = 60u64;
     let budget = builder()
@@ -1226,6 +1604,7 @@ pub async fn adaptive_limit_converges<St: BudgetStore>(store: St) {
         window: Duration::from_secs(60),
         requests: Some(capacity),
         tokens: None,
+        fixed: Some(test_clock()),
     });
     let svc = budget.layer().layer(mock.clone());
     let minutes = 30u64;
@@ -1238,7 +1617,7 @@ pub async fn adaptive_limit_converges<St: BudgetStore>(store: St) {
     let accepted = late.len() - throttled;
     let window_minutes = (minutes - 5) as f64;
     assert!(
-        accepted as f64 >= 0.8 * capacity as f64 * window_minutes,
+        accepted as f64 >= 0.9 * capacity as f64 * window_minutes,
         "accepted {accepted} in {window_minutes} minutes"
     );
     assert!(
@@ -1247,10 +1626,7 @@ pub async fn adaptive_limit_converges<St: BudgetStore>(store: St) {
         late.len()
     );
     let effective = snapshot(&budget, NOVA).effective.requests.unwrap();
-    assert!(
-        (40..=75).contains(&effective),
-        "effective limit {effective} should be near the capacity {capacity}"
-    );
+    assert!(effective <= 100, "effective limit {effective}");
     // Without throttles the limit recovers to the configured one.
     sleep(Duration::from_secs(60 * 30)).await;
     assert_eq!(snapshot(&budget, NOVA).effective.requests, Some(100));
@@ -1263,6 +1639,9 @@ pub async fn adaptive_limit_converges<St: BudgetStore>(store: St) {
 pub async fn seed_scenario<St: BudgetStore>(store: St) {
     let quota = 150u64;
     let budget = builder()
+        // Shares under contention are the scheduler's, which the sliding
+        // window exercises continuously (fixed windows drain at their start).
+        .window_mode(WindowMode::Sliding)
         .tokens_per_window(10_000_000)
         .requests_per_window(quota)
         .max_wait(Duration::from_secs(30))
@@ -1272,6 +1651,7 @@ pub async fn seed_scenario<St: BudgetStore>(store: St) {
         window: Duration::from_secs(60),
         requests: Some(quota),
         tokens: None,
+        fixed: None,
     });
     let minutes = 10u64;
     let t0 = Instant::now();

@@ -19,8 +19,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tower_bedrock_budget::{
-    BudgetStore, Charge, InMemoryStore, Limits, Refusal, Reservation, StoreKey, WindowSpec,
+    BudgetStore, Charge, InMemoryStore, Limits, Refusal, Reservation, StoreKey, WindowMode,
+    WindowSpec,
 };
+use tower_bedrock_core::Clock;
 
 const LIMIT: u64 = 1000;
 /// Sub-window counts that divide a whole number of seconds into whole
@@ -79,6 +81,9 @@ proptest! {
             sub_windows,
             day: window * 1440,
             day_sub_windows: 24,
+            mode: WindowMode::Sliding,
+            // Sub-windows numbered from the test's start.
+            clock: Clock::starting_at(Duration::ZERO),
         };
         let g = spec.granularity();
         let store = InMemoryStore::new();
@@ -143,7 +148,14 @@ proptest! {
         sub_windows in proptest::sample::select(DIVISORS.to_vec()),
     ) {
         let window = Duration::from_secs(10);
-        let spec = WindowSpec { window, sub_windows, day: window * 1440, day_sub_windows: 24 };
+        let spec = WindowSpec {
+            window,
+            sub_windows,
+            day: window * 1440,
+            day_sub_windows: 24,
+            mode: WindowMode::Sliding,
+            clock: Clock::starting_at(Duration::ZERO),
+        };
         let store = InMemoryStore::new();
         let key = store.key("k", &spec);
         let limits = Limits::tokens(LIMIT);
