@@ -37,6 +37,15 @@
 //!   that was waiting to retry a 503 when the breaker opened: in a storm of
 //!   50 % 503s that made the stack answer fewer calls than a plain retry
 //!   loop. The breaker still spares Bedrock the retries of those calls.
+//!
+//! A full connection pool (`Unavailable(ConnectionPool)`, HTTP 503 "Too
+//! many connections") does not count against the model's breaker: it says
+//! the client opened more connections than Bedrock (or its own pool)
+//! accepts, not that the model is sick. The retry layer retries it after a
+//! short pause (100 ms to 1 s), and the breaker counts it in
+//! `bedrock_connection_pool_exhausted_total{model}`. The cure is on the
+//! client's side: share one client and cap its connections below
+//! Bedrock's limit (the SDK client builder's `max_connections_per_host`).
 
 use std::fmt;
 use std::time::Duration;
