@@ -4,6 +4,8 @@
 //! cargo run --example axum_gateway                 # against an in-process emulator
 //! curl -s localhost:3000/v1/chat -H 'x-tenant: app-a' \
 //!      -H 'content-type: application/json' -d '{"prompt":"Hello"}'
+//! curl -sN localhost:3000/v1/chat/stream -H 'x-tenant: app-a' \
+//!      -H 'content-type: application/json' -d '{"prompt":"Hello"}'
 //! curl -s localhost:3000/metrics
 //! ```
 //!
@@ -11,6 +13,17 @@
 //!   `x-tenant` header naming the calling application: each tenant has its
 //!   own share of one token budget (the same stack otherwise: one breaker
 //!   per model, one retry budget, one fallback chain for everyone).
+//! - `POST /v1/chat/stream`, same body and header: the answer as
+//!   Server-Sent Events (`text/event-stream`), through the same stack for
+//!   ConverseStream: `event: delta` with `{"text": ...}` per piece of text,
+//!   then `event: done` with the model that answered, whether it was a
+//!   fallback, the attempts and the token usage. The stream opens only once
+//!   Bedrock's first event has arrived, so a failure before it (an
+//!   in-stream throttle or 503 included) is retried or falls back to the
+//!   next model, or becomes an HTTP error answer like `/v1/chat`'s. After
+//!   the first event the model never changes: a failure ends the stream
+//!   with `event: error` and the same JSON as an error answer (class and
+//!   kind, never content).
 //! - `GET /metrics`: every metric of the stack in the Prometheus text
 //!   format, with a `region` label on each series (see `monitoring/`).
 //! - Errors become HTTP answers: a local shed (the budget had no room) is
@@ -30,13 +43,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as Output, InferenceConfiguration, Message,
+    ContentBlock, ConversationRole, ConverseOutput as Output, ConverseStreamOutput,
+    InferenceConfiguration, Message,
 };
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::Parser;
@@ -47,10 +63,14 @@ use tower::{Service, ServiceExt};
 use tower_bedrock::breaker::CircuitBreakHandle;
 use tower_bedrock::budget::{Budget, Limits};
 use tower_bedrock::core::{
-    CallReport, Classified, ClassifiedError, ErrorClass, LocalRejection, ReportsUsage,
+    CallReport, Classification, Classified, ClassifiedError, ErrorClass, LocalRejection,
+    ReportsUsage,
 };
 use tower_bedrock::fallback::{Chain, Target};
-use tower_bedrock::sdk::{BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse};
+use tower_bedrock::sdk::{
+    BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse,
+    ConverseStreamCallError, ConverseStreamRequest, ConverseStreamResponse,
+};
 
 type SdkError = aws_sdk_bedrockruntime::error::SdkError<
     aws_sdk_bedrockruntime::operation::converse::ConverseError,
@@ -60,6 +80,12 @@ type SdkError = aws_sdk_bedrockruntime::error::SdkError<
 pub type ChatError = ClassifiedError<SdkError>;
 /// One tenant's stack.
 pub type ChatService = BoxCloneSyncService<ConverseRequest, ConverseResponse, ChatError>;
+/// The streaming stack's error type.
+pub type ChatStreamError = ClassifiedError<ConverseStreamCallError>;
+/// One tenant's streaming stack (sharing the breakers, the retry budget
+/// and the token budget with its unary stack).
+pub type ChatStreamService =
+    BoxCloneSyncService<ConverseStreamRequest, ConverseStreamResponse, ChatStreamError>;
 
 /// The gateway's settings.
 #[derive(Debug, Clone, Parser)]
@@ -113,6 +139,7 @@ impl Settings {
 #[derive(Clone)]
 pub struct AppState {
     tenants: Arc<HashMap<String, ChatService>>,
+    streams: Arc<HashMap<String, ChatStreamService>>,
     model: Arc<str>,
     metrics: PrometheusHandle,
     breakers: CircuitBreakHandle,
@@ -153,8 +180,21 @@ pub fn state(
                 .then(Target::new(&settings.fallback_model).max_tokens(1024)),
         )
         .into_layer()?;
+    // Streams: the same breakers and retry budget (the layers are shared
+    // by clones), a fallback chain for the streaming request type.
+    let stream_layer = tower_bedrock::stack()
+        .window(window)
+        .fallback_chain(
+            Chain::new()
+                .then(settings.model.as_str())
+                .then(Target::new(&settings.fallback_model).max_tokens(1024)),
+        )
+        .retry(layer.retry_layer().clone())
+        .breaker(layer.breaker_layer().clone())
+        .into_layer()?;
     let bedrock = BedrockService::new(client);
     let mut tenants = HashMap::new();
+    let mut streams = HashMap::new();
     for spec in settings.tenants.split(',').filter(|s| !s.is_empty()) {
         let (name, weight) = spec.split_once('=').unwrap_or((spec, "1"));
         let tenant = budget.tenant(name.trim(), weight.trim().parse()?)?;
@@ -162,9 +202,14 @@ pub fn state(
             .with_budget_layer(tenant.layer())
             .boxed_sync::<_, ConverseRequest, _>(bedrock.clone());
         tenants.insert(name.trim().to_owned(), svc);
+        let stream: ChatStreamService = stream_layer
+            .with_budget_layer(tenant.layer())
+            .boxed_sync::<_, ConverseStreamRequest, _>(bedrock.clone());
+        streams.insert(name.trim().to_owned(), stream);
     }
     Ok(AppState {
         tenants: Arc::new(tenants),
+        streams: Arc::new(streams),
         model: Arc::from(settings.model.as_str()),
         metrics,
         breakers: layer.breaker_layer().handle(),
@@ -175,6 +220,7 @@ pub fn state(
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat", post(chat))
+        .route("/v1/chat/stream", post(chat_stream))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -323,9 +369,144 @@ async fn chat(
     }
 }
 
+/// The last event of a successful stream.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamDone {
+    /// The model or profile that answered.
+    pub model: String,
+    /// Whether a fallback model answered.
+    pub degraded: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+}
+
+/// A piece of the answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamDelta {
+    /// The text.
+    pub text: String,
+}
+
+async fn chat_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ChatRequest>,
+) -> Response {
+    let Some(tenant) = headers.get("x-tenant").and_then(|v| v.to_str().ok()) else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "client",
+            "tenant",
+            "missing x-tenant header",
+        );
+    };
+    let Some(svc) = state.streams.get(tenant) else {
+        return failure(StatusCode::FORBIDDEN, "client", "tenant", "unknown tenant");
+    };
+    let Ok(message) = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(body.prompt))
+        .build()
+    else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "client",
+            "validation",
+            "bad message",
+        );
+    };
+    let Ok(input) = ConverseStreamInput::builder()
+        .model_id(&*state.model)
+        .messages(message)
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(body.max_tokens.unwrap_or(512).min(8192) as i32)
+                .build(),
+        )
+        .build()
+    else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "client",
+            "validation",
+            "bad request",
+        );
+    };
+    let report = CallReport::new();
+    // Retries and fallbacks happen here, before anything is sent: the
+    // stack answers once the stream's first event has arrived.
+    let opened = match svc.clone().ready().await {
+        Ok(ready) => {
+            ready
+                .call(ConverseStreamRequest::new(input).with_report(report.clone()))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok(answer) => Sse::new(sse_events(answer, report)).into_response(),
+        Err(e) => classified_response(e.classification(), &e.to_string()),
+    }
+}
+
+/// The stream's events as SSE: `delta`s, then `done`, or `error` when the
+/// stream fails after its first event.
+fn sse_events(
+    answer: ConverseStreamResponse,
+    report: CallReport,
+) -> impl futures_util::Stream<Item = Result<Event, axum::Error>> {
+    futures_util::stream::unfold(Some((answer, report)), |state| async move {
+        let (mut answer, report) = state?;
+        loop {
+            match answer.recv().await {
+                Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => {
+                    let Some(Ok(text)) = d.delta().map(|d| d.as_text()) else {
+                        continue;
+                    };
+                    let event = Event::default()
+                        .event("delta")
+                        .json_data(StreamDelta { text: text.clone() });
+                    return Some((event, Some((answer, report))));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    let usage = answer.usage().unwrap_or_default();
+                    let summary = report.summary();
+                    let event = Event::default().event("done").json_data(StreamDone {
+                        model: summary.served_by.clone().unwrap_or_default(),
+                        degraded: summary.degraded(),
+                        attempts: summary.attempts,
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                    });
+                    return Some((event, None));
+                }
+                Err(e) => {
+                    let c = e.classification();
+                    let event = Event::default().event("error").json_data(ChatFailure {
+                        error: c.class.label().to_owned(),
+                        kind: c.class.kind_label().to_owned(),
+                        message: e.to_string(),
+                    });
+                    return Some((event, None));
+                }
+            }
+        }
+    })
+}
+
 /// Maps the stack's error to an HTTP answer.
 pub fn error_response(e: &ChatError) -> Response {
-    let c = e.classification();
+    classified_response(e.classification(), &e.to_string())
+}
+
+/// Maps a classified failure to an HTTP answer (`message` names the class
+/// and code, never content).
+pub fn classified_response(c: &Classification, message: &str) -> Response {
     let status = match c.class {
         // Refused here, without reaching Bedrock: come back later.
         ErrorClass::Local(LocalRejection::CircuitOpen) => StatusCode::SERVICE_UNAVAILABLE,
@@ -337,12 +518,7 @@ pub fn error_response(e: &ChatError) -> Response {
         ErrorClass::Client(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::BAD_GATEWAY,
     };
-    let mut response = failure(
-        status,
-        c.class.label(),
-        c.class.kind_label(),
-        &e.to_string(),
-    );
+    let mut response = failure(status, c.class.label(), c.class.kind_label(), message);
     let retry_after = c.retry_after.or(match status {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             Some(Duration::from_secs(1))

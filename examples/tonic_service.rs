@@ -4,7 +4,8 @@
 //! cargo run --example tonic_service      # against an in-process emulator
 //! ```
 //!
-//! The API is `examples/proto/chat.proto` (`towerbedrock.chat.v1.Chat/Ask`);
+//! The API is `examples/proto/chat.proto` (`towerbedrock.chat.v1.Chat/Ask`,
+//! and `AskStream`, the answer as a server stream);
 //! the code tonic generates from it is checked in (`examples/proto/chat.rs`),
 //! so no protoc is needed to build. Each caller names its application in an
 //! `x-tenant` metadata entry and gets its own share of one token budget.
@@ -16,16 +17,26 @@
 //! `INVALID_ARGUMENT`; model timeouts `DEADLINE_EXCEEDED`; an unknown
 //! tenant `UNAUTHENTICATED`. Messages name the error class, never the
 //! prompt.
+//!
+//! `AskStream` goes through the same stack for ConverseStream. The stream
+//! starts once Bedrock's first event has arrived, so a failure before it
+//! (an in-stream throttle or 503 included) is retried or falls back to the
+//! next model, or fails the call with the codes above. After the first
+//! event the model never changes: a failure ends the stream with the
+//! status of its class in place of the final `done` event.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as Output, InferenceConfiguration, Message,
+    ContentBlock, ConversationRole, ConverseOutput as Output, ConverseStreamOutput,
+    InferenceConfiguration, Message,
 };
 use clap::Parser;
 use tonic::metadata::MetadataValue;
@@ -35,10 +46,14 @@ use tower::{Service, ServiceExt};
 use tower_bedrock::breaker::CircuitBreakHandle;
 use tower_bedrock::budget::Budget;
 use tower_bedrock::core::{
-    CallReport, Classified, ClassifiedError, ErrorClass, LocalRejection, ReportsUsage,
+    CallReport, Classification, Classified, ClassifiedError, ErrorClass, LocalRejection,
+    ReportsUsage,
 };
 use tower_bedrock::fallback::{Chain, Target};
-use tower_bedrock::sdk::{BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse};
+use tower_bedrock::sdk::{
+    BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse,
+    ConverseStreamCallError, ConverseStreamRequest, ConverseStreamResponse,
+};
 
 /// The code generated from `chat.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
@@ -46,8 +61,9 @@ pub mod proto {
     include!("proto/chat.rs");
 }
 
+use proto::ask_event::Event;
 use proto::chat_server::{Chat, ChatServer};
-use proto::{AskReply, AskRequest};
+use proto::{AskEvent, AskReply, AskRequest};
 
 type SdkError = aws_sdk_bedrockruntime::error::SdkError<
     aws_sdk_bedrockruntime::operation::converse::ConverseError,
@@ -56,6 +72,10 @@ type SdkError = aws_sdk_bedrockruntime::error::SdkError<
 /// The stack's error type.
 pub type ChatError = ClassifiedError<SdkError>;
 type ChatService = BoxCloneSyncService<ConverseRequest, ConverseResponse, ChatError>;
+/// The streaming stack's error type.
+pub type ChatStreamError = ClassifiedError<ConverseStreamCallError>;
+type ChatStreamService =
+    BoxCloneSyncService<ConverseStreamRequest, ConverseStreamResponse, ChatStreamError>;
 
 /// The service's settings.
 #[derive(Debug, Clone, Parser)]
@@ -102,29 +122,47 @@ impl Settings {
 #[derive(Clone)]
 pub struct Gateway {
     tenants: Arc<HashMap<String, ChatService>>,
+    streams: Arc<HashMap<String, ChatStreamService>>,
     model: Arc<str>,
     breakers: CircuitBreakHandle,
 }
 
 impl Gateway {
-    /// Builds every tenant's stack.
+    /// Builds every tenant's stack (60 s quota windows).
     pub fn new(
         settings: &Settings,
         client: aws_sdk_bedrockruntime::Client,
     ) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::with_window(settings, client, Duration::from_secs(60))
+    }
+
+    /// Builds every tenant's stack, the quota window given (shorter
+    /// against an emulator in compressed time).
+    pub fn with_window(
+        settings: &Settings,
+        client: aws_sdk_bedrockruntime::Client,
+        window: Duration,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let budget = Budget::builder()
+            .window(window)
             .tokens_per_window(settings.tokens_per_minute)
             .max_wait(Duration::from_secs_f64(settings.max_wait_secs))
             .build()?;
         let layer = tower_bedrock::stack()
-            .fallback_chain(
-                Chain::new()
-                    .then(settings.model.as_str())
-                    .then(Target::new(&settings.fallback_model).max_tokens(1024)),
-            )
+            .window(window)
+            .fallback_chain(chain(settings))
+            .into_layer()?;
+        // Streams share the breakers and the retry budget (clones of the
+        // layers share their state).
+        let stream_layer = tower_bedrock::stack()
+            .window(window)
+            .fallback_chain(chain(settings))
+            .retry(layer.retry_layer().clone())
+            .breaker(layer.breaker_layer().clone())
             .into_layer()?;
         let bedrock = BedrockService::new(client);
         let mut tenants = HashMap::new();
+        let mut streams = HashMap::new();
         for spec in settings.tenants.split(',').filter(|s| !s.is_empty()) {
             let (name, weight) = spec.split_once('=').unwrap_or((spec, "1"));
             let tenant = budget.tenant(name.trim(), weight.trim().parse()?)?;
@@ -132,9 +170,15 @@ impl Gateway {
                 .with_budget_layer(tenant.layer())
                 .boxed_sync::<_, ConverseRequest, _>(bedrock.clone());
             tenants.insert(name.trim().to_owned(), svc);
+            let stream: ChatStreamService =
+                stream_layer
+                    .with_budget_layer(tenant.layer())
+                    .boxed_sync::<_, ConverseStreamRequest, _>(bedrock.clone());
+            streams.insert(name.trim().to_owned(), stream);
         }
         Ok(Gateway {
             tenants: Arc::new(tenants),
+            streams: Arc::new(streams),
             model: Arc::from(settings.model.as_str()),
             breakers: layer.breaker_layer().handle(),
         })
@@ -213,11 +257,119 @@ impl Chat for Gateway {
             output_tokens: usage.output_tokens,
         }))
     }
+
+    type AskStreamStream =
+        Pin<Box<dyn futures_util::Stream<Item = Result<AskEvent, Status>> + Send + 'static>>;
+
+    async fn ask_stream(
+        &self,
+        request: Request<AskRequest>,
+    ) -> Result<Response<Self::AskStreamStream>, Status> {
+        let tenant = request
+            .metadata()
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated("missing x-tenant metadata"))?;
+        let mut svc = self
+            .streams
+            .get(tenant)
+            .ok_or_else(|| Status::unauthenticated("unknown tenant"))?
+            .clone();
+        let ask = request.into_inner();
+        let max_tokens = if ask.max_tokens == 0 {
+            512
+        } else {
+            ask.max_tokens.min(8192)
+        };
+        let message = Message::builder()
+            .role(ConversationRole::User)
+            .content(ContentBlock::Text(ask.prompt))
+            .build()
+            .map_err(|_| Status::invalid_argument("invalid message"))?;
+        let input = ConverseStreamInput::builder()
+            .model_id(&*self.model)
+            .messages(message)
+            .inference_config(
+                InferenceConfiguration::builder()
+                    .max_tokens(max_tokens as i32)
+                    .build(),
+            )
+            .build()
+            .map_err(|_| Status::invalid_argument("invalid request"))?;
+        let report = CallReport::new();
+        // Retries and fallbacks happen here: the stack answers once the
+        // stream's first event has arrived.
+        let answer = svc
+            .ready()
+            .await
+            .map_err(|e| classified_status(e.classification(), &e.to_string()))?
+            .call(ConverseStreamRequest::new(input).with_report(report.clone()))
+            .await
+            .map_err(|e| classified_status(e.classification(), &e.to_string()))?;
+        Ok(Response::new(Box::pin(events(answer, report))))
+    }
+}
+
+/// The fallback chain, for either request type.
+fn chain<Req>(settings: &Settings) -> Chain<Req> {
+    Chain::new()
+        .then(settings.model.as_str())
+        .then(Target::new(&settings.fallback_model).max_tokens(1024))
+}
+
+/// The stream's events: `text`s, then `done`, or the failure's status when
+/// the stream fails after its first event.
+fn events(
+    answer: ConverseStreamResponse,
+    report: CallReport,
+) -> impl futures_util::Stream<Item = Result<AskEvent, Status>> + Send + 'static {
+    futures_util::stream::unfold(Some((answer, report)), |state| async move {
+        let (mut answer, report) = state?;
+        loop {
+            match answer.recv().await {
+                Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => {
+                    let Some(Ok(text)) = d.delta().map(|d| d.as_text()) else {
+                        continue;
+                    };
+                    let event = AskEvent {
+                        event: Some(Event::Text(text.clone())),
+                    };
+                    return Some((Ok(event), Some((answer, report))));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    let usage = answer.usage().unwrap_or_default();
+                    let s = report.summary();
+                    let done = AskReply {
+                        text: String::new(),
+                        model: s.served_by.clone().unwrap_or_default(),
+                        degraded: s.degraded(),
+                        attempts: s.attempts,
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                    };
+                    let event = AskEvent {
+                        event: Some(Event::Done(done)),
+                    };
+                    return Some((Ok(event), None));
+                }
+                Err(e) => {
+                    let status = classified_status(e.classification(), &e.to_string());
+                    return Some((Err(status), None));
+                }
+            }
+        }
+    })
 }
 
 /// Maps the stack's error to a gRPC status.
 pub fn status(e: &ChatError) -> Status {
-    let c = e.classification();
+    classified_status(e.classification(), &e.to_string())
+}
+
+/// Maps a classified failure to a gRPC status (`message` names the class
+/// and code, never content).
+pub fn classified_status(c: &Classification, message: &str) -> Status {
     let code = match c.class {
         ErrorClass::Local(LocalRejection::CircuitOpen) => Code::Unavailable,
         ErrorClass::Local(LocalRejection::RequestTooLarge) => Code::InvalidArgument,
@@ -231,7 +383,7 @@ pub fn status(e: &ChatError) -> Status {
     };
     let mut status = Status::new(
         code,
-        format!("{}/{}: {e}", c.class.label(), c.class.kind_label()),
+        format!("{}/{}: {message}", c.class.label(), c.class.kind_label()),
     );
     let retry_after = c.retry_after.or(match code {
         Code::ResourceExhausted | Code::Unavailable => Some(Duration::from_secs(1)),

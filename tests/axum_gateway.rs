@@ -1,8 +1,10 @@
 //! The axum gateway example driven over loopback with raw HTTP/1.1, the
 //! real SDK underneath talking to the in-process emulator: answers, tenant
 //! checks, the fallback serving once the primary's budget is spent, a local
-//! shed as 429 with Retry-After, open circuits as 503 with Retry-After, and
-//! `/metrics` in the Prometheus format with model and region labels.
+//! shed as 429 with Retry-After, open circuits as 503 with Retry-After,
+//! `/metrics` in the Prometheus format with model and region labels, and
+//! the Server-Sent Events endpoint: the answer streamed, a fallback before
+//! the first token, a typed error event after it.
 
 #[path = "../examples/axum_gateway.rs"]
 mod gateway;
@@ -10,7 +12,7 @@ mod gateway;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_bedrock_emulator::{Emulator, EmulatorConfig, Latency};
+use tower_bedrock_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule, Latency};
 
 struct Answer {
     status: u16,
@@ -180,6 +182,177 @@ async fn the_gateway_answers_falls_back_sheds_and_reports() {
     assert!(m.body.contains("bedrock_degraded_served_total{"));
     assert!(m.body.contains("bedrock_budget_sheds_total{"));
     assert!(m.body.contains("bedrock_circuit_rejected_total{"));
+
+    server.abort();
+    emulator.shutdown().await;
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+/// The `(event, data)` pairs of a Server-Sent Events body.
+fn sse(a: &Answer) -> Vec<(String, serde_json::Value)> {
+    assert!(
+        a.header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream")),
+        "{:?}",
+        a.headers
+    );
+    let body = if a
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(&a.body)
+    } else {
+        a.body.clone()
+    };
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let field = |name: &str| {
+                e.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_else(|| panic!("no {name} in {e:?}"))
+            };
+            let data = field("data:");
+            (
+                field("event:"),
+                serde_json::from_str(&data).unwrap_or_else(|err| panic!("{err}: {data}")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_streams_falls_back_before_the_first_token_and_types_late_errors() {
+    let emulator = Emulator::start(
+        EmulatorConfig::builder()
+            .output_tokens(12)
+            .latency(Latency::default())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    // Compressed time: the retry's waits scale with the window. A primary
+    // of its own, so that the other test's count of its primary's
+    // invocations (in the process-wide recorder) is not disturbed.
+    let settings = gateway::Settings {
+        window_secs: 0.6,
+        model: "anthropic.claude-3-haiku-20240307-v1:0".into(),
+        ..gateway::Settings::defaults()
+    };
+    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
+        .region("us-east-1")
+        .endpoint_url(emulator.endpoint_url())
+        .static_credentials("AKIDEXAMPLE", "not-a-secret")
+        .build()
+        .await
+        .unwrap();
+    // A recorder of its own, not installed: the other test owns the global.
+    let metrics = gateway::prometheus("us-east-1").handle();
+    let state = gateway::state(&settings, client, metrics).unwrap();
+    let breakers = state.breakers().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, gateway::router(state)).await.unwrap();
+    });
+    const ASK: &str = r#"{"prompt":"Stream me something","max_tokens":100}"#;
+    let text = |events: &[(String, serde_json::Value)]| -> String {
+        events
+            .iter()
+            .filter(|(e, _)| e == "delta")
+            .map(|(_, d)| d["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // The primary streams the answer, then says who answered.
+    let a = http(addr, "POST", "/v1/chat/stream", Some("app-a"), ASK).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let events = sse(&a);
+    assert!(events.len() > 2, "{events:?}");
+    assert_eq!(text(&events).split_whitespace().count(), 12);
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "done");
+    assert_eq!(done["model"], settings.model.as_str());
+    assert_eq!(done["degraded"], false);
+    assert_eq!(done["output_tokens"], 12);
+
+    // The primary fails inside its stream before the first token, every
+    // time: the stack retries, then falls back; the client sees a normal
+    // stream from the fallback model.
+    emulator
+        .set_faults(vec![
+            FaultRule::new(FaultKind::StreamUnavailable { after_events: 0 })
+                .model(settings.model.as_str()),
+        ])
+        .unwrap();
+    let a = http(addr, "POST", "/v1/chat/stream", Some("app-b"), ASK).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let events = sse(&a);
+    assert_eq!(text(&events).split_whitespace().count(), 12);
+    let (last, done) = events.last().unwrap();
+    assert_eq!(last, "done", "{events:?}");
+    assert_eq!(done["model"], settings.fallback_model.as_str());
+    assert_eq!(done["degraded"], true);
+    assert!(done["attempts"].as_u64().unwrap() > 2, "{done}");
+    let failed = emulator.counters().stream_exceptions;
+    assert!(failed > 1, "retried before falling back");
+    let primary = breakers.get(&settings.model).unwrap();
+    assert_eq!(u64::from(primary.failures), failed, "{primary:?}");
+
+    // After the first token the model never changes: the stream ends with
+    // a typed error event.
+    emulator
+        .set_faults(vec![
+            FaultRule::new(FaultKind::StreamUnavailable { after_events: 2 })
+                .model(settings.model.as_str())
+                .count(1),
+        ])
+        .unwrap();
+    let sent = emulator.counters().requests;
+    let a = http(addr, "POST", "/v1/chat/stream", Some("app-c"), ASK).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let events = sse(&a);
+    let (first, _) = &events[0];
+    assert_eq!(first, "delta", "{events:?}");
+    let (last, failure) = events.last().unwrap();
+    assert_eq!(last, "error", "{events:?}");
+    assert_eq!(
+        (failure["error"].as_str(), failure["kind"].as_str()),
+        (Some("unavailable"), Some("service"))
+    );
+    assert!(!events.iter().any(|(e, _)| e == "done"));
+    assert!(!a.body.contains("Stream me"), "no prompt in events");
+    assert_eq!(
+        emulator.counters().requests,
+        sent + 1,
+        "no other model tried"
+    );
+    let after = breakers.get(&settings.model).unwrap();
+    assert_eq!(after.failures, primary.failures + 1, "{after:?}");
+
+    // A failure the stack cannot absorb before the stream opens is an HTTP
+    // error answer, as for /v1/chat.
+    breakers.force_open(&settings.model);
+    breakers.force_open(&settings.fallback_model);
+    let a = http(addr, "POST", "/v1/chat/stream", Some("app-a"), ASK).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.json()["kind"], "circuit_open");
 
     server.abort();
     emulator.shutdown().await;

@@ -22,8 +22,7 @@ use tower::util::BoxCloneService;
 use tower_bedrock::breaker::{CircuitBreakHandle, CircuitBreakLayer};
 use tower_bedrock::budget::{Budget, ErrorSettlement, default_error_settlement};
 use tower_bedrock::core::{
-    CallReport, Classified, ClassifiedError, ErrorClass, ModelRequest, ThrottleKind,
-    UnavailableKind,
+    CallReport, ClassifiedError, ErrorClass, ModelRequest, ThrottleKind, UnavailableKind,
 };
 use tower_bedrock::fallback::Chain;
 use tower_bedrock::sdk::estimate::text_tokens;

@@ -2,16 +2,20 @@
 //! the real SDK underneath talking to the in-process emulator: answers,
 //! tenant checks, the fallback serving once the primary's budget is spent,
 //! a local shed as RESOURCE_EXHAUSTED with `retry-after`, open circuits as
-//! UNAVAILABLE.
+//! UNAVAILABLE; and the server-streaming method: the answer streamed, a
+//! fallback before the first token, a typed status after it.
 
 #[path = "../examples/tonic_service.rs"]
 mod service;
 
 use service::proto::AskRequest;
 use service::proto::chat_client::ChatClient;
+use std::time::Duration;
 use tonic::Code;
 use tonic::transport::server::TcpIncoming;
-use tower_bedrock_emulator::{Emulator, EmulatorConfig, Latency};
+
+use service::proto::ask_event::Event;
+use tower_bedrock_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule, Latency};
 
 fn ask(tenant: Option<&str>) -> tonic::Request<AskRequest> {
     let mut r = tonic::Request::new(AskRequest {
@@ -112,6 +116,161 @@ async fn the_grpc_service_answers_falls_back_sheds_and_maps_errors() {
         e.message()
     );
     assert_eq!(emulator.counters().requests, sent);
+
+    server.abort();
+    emulator.shutdown().await;
+}
+
+/// Reads a stream to its end: the text, the `done` reply if it came, the
+/// status it failed with if it did.
+async fn read(
+    stream: &mut tonic::codec::Streaming<service::proto::AskEvent>,
+) -> (
+    String,
+    Option<service::proto::AskReply>,
+    Option<tonic::Status>,
+) {
+    let mut text = String::new();
+    let mut done = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(event)) => match event.event {
+                Some(Event::Text(t)) => {
+                    assert!(done.is_none(), "text after done");
+                    text.push_str(&t);
+                }
+                Some(Event::Done(d)) => done = Some(d),
+                None => panic!("an empty event"),
+            },
+            Ok(None) => return (text, done, None),
+            Err(status) => return (text, done, Some(status)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_stream_falls_back_before_the_first_token_and_ends_with_a_typed_status() {
+    let emulator = Emulator::start(
+        EmulatorConfig::builder()
+            .output_tokens(12)
+            .latency(Latency::default())
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let settings = service::Settings::defaults();
+    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
+        .region("us-east-1")
+        .endpoint_url(emulator.endpoint_url())
+        .static_credentials("AKIDEXAMPLE", "not-a-secret")
+        .build()
+        .await
+        .unwrap();
+    // Compressed time: the retry's waits scale with the window.
+    let gateway =
+        service::Gateway::with_window(&settings, client, Duration::from_millis(600)).unwrap();
+    let breakers = gateway.breakers().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(gateway.into_server())
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let mut chat = ChatClient::connect(format!("http://{addr}")).await.unwrap();
+
+    // Tenants are checked.
+    let e = chat.ask_stream(ask(None)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // The primary streams the answer, then says who answered.
+    let mut s = chat
+        .ask_stream(ask(Some("app-a")))
+        .await
+        .unwrap()
+        .into_inner();
+    let (text, done, failed) = read(&mut s).await;
+    assert!(failed.is_none(), "{failed:?}");
+    assert_eq!(text.split_whitespace().count(), 12);
+    let done = done.expect("a done event");
+    assert_eq!(done.model, settings.model);
+    assert!(!done.degraded);
+    assert_eq!(done.output_tokens, 12);
+
+    // The primary fails inside its stream before the first token, every
+    // time: retried, then the fallback model streams.
+    emulator
+        .set_faults(vec![
+            FaultRule::new(FaultKind::StreamUnavailable { after_events: 0 })
+                .model(settings.model.as_str()),
+        ])
+        .unwrap();
+    let mut s = chat
+        .ask_stream(ask(Some("app-b")))
+        .await
+        .unwrap()
+        .into_inner();
+    let (text, done, failed) = read(&mut s).await;
+    assert!(failed.is_none(), "{failed:?}");
+    assert_eq!(text.split_whitespace().count(), 12);
+    let done = done.expect("a done event");
+    assert_eq!(done.model, settings.fallback_model);
+    assert!(done.degraded);
+    let failed_on_primary = emulator.counters().stream_exceptions;
+    assert!(failed_on_primary > 1, "retried before falling back");
+    assert_eq!(u64::from(done.attempts), failed_on_primary + 1);
+    let primary = breakers.get(&settings.model).unwrap();
+    assert_eq!(
+        u64::from(primary.failures),
+        failed_on_primary,
+        "{primary:?}"
+    );
+
+    // After the first token the model never changes: the stream ends with
+    // the failure's status, in place of `done`.
+    emulator
+        .set_faults(vec![
+            FaultRule::new(FaultKind::StreamUnavailable { after_events: 2 })
+                .model(settings.model.as_str())
+                .count(1),
+        ])
+        .unwrap();
+    let sent = emulator.counters().requests;
+    let mut s = chat
+        .ask_stream(ask(Some("app-c")))
+        .await
+        .unwrap()
+        .into_inner();
+    let (text, done, failed) = read(&mut s).await;
+    assert!(!text.is_empty(), "part of the answer arrived");
+    assert!(done.is_none());
+    let status = failed.expect("a typed status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().starts_with("unavailable/service"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains("Hello there"), "no prompt");
+    assert_eq!(
+        emulator.counters().requests,
+        sent + 1,
+        "no other model tried"
+    );
+    let after = breakers.get(&settings.model).unwrap();
+    assert_eq!(after.failures, primary.failures + 1, "{after:?}");
+
+    // Nothing can answer before the stream opens: the call's status.
+    breakers.force_open(&settings.model);
+    breakers.force_open(&settings.fallback_model);
+    let e = chat.ask_stream(ask(Some("app-a"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().starts_with("local/circuit_open"),
+        "{}",
+        e.message()
+    );
 
     server.abort();
     emulator.shutdown().await;

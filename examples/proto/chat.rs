@@ -30,6 +30,25 @@ pub struct AskReply {
     #[prost(uint64, tag = "6")]
     pub output_tokens: u64,
 }
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AskEvent {
+    #[prost(oneof = "ask_event::Event", tags = "1, 2")]
+    pub event: ::core::option::Option<ask_event::Event>,
+}
+/// Nested message and enum types in `AskEvent`.
+pub mod ask_event {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Event {
+        /// A piece of the answer.
+        #[prost(string, tag = "1")]
+        Text(::prost::alloc::string::String),
+        /// The last event of a complete answer (its `text` is empty).
+        #[prost(message, tag = "2")]
+        Done(super::AskReply),
+    }
+}
 /// Generated client implementations.
 pub mod chat_client {
     #![allow(
@@ -148,6 +167,37 @@ pub mod chat_client {
                 .insert(GrpcMethod::new("towerbedrock.chat.v1.Chat", "Ask"));
             self.inner.unary(req, path, codec).await
         }
+        /// The answer as it is generated: `text` events, then one `done` event
+        /// (the model that answered, attempts, usage). The stream starts once
+        /// Bedrock's first event has arrived: a failure before it (an in-stream
+        /// throttle or 503 included) is retried or falls back to the next model,
+        /// or fails the call with the status codes of Ask. After the first event
+        /// the model never changes: a failure ends the stream with such a status
+        /// (UNAVAILABLE, RESOURCE_EXHAUSTED...) in place of the `done` event.
+        pub async fn ask_stream(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AskRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::AskEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/towerbedrock.chat.v1.Chat/AskStream",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("towerbedrock.chat.v1.Chat", "AskStream"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -173,6 +223,23 @@ pub mod chat_server {
             &self,
             request: tonic::Request<super::AskRequest>,
         ) -> std::result::Result<tonic::Response<super::AskReply>, tonic::Status>;
+        /// Server streaming response type for the AskStream method.
+        type AskStreamStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::AskEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The answer as it is generated: `text` events, then one `done` event
+        /// (the model that answered, attempts, usage). The stream starts once
+        /// Bedrock's first event has arrived: a failure before it (an in-stream
+        /// throttle or 503 included) is retried or falls back to the next model,
+        /// or fails the call with the status codes of Ask. After the first event
+        /// the model never changes: a failure ends the stream with such a status
+        /// (UNAVAILABLE, RESOURCE_EXHAUSTED...) in place of the `done` event.
+        async fn ask_stream(
+            &self,
+            request: tonic::Request<super::AskRequest>,
+        ) -> std::result::Result<tonic::Response<Self::AskStreamStream>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct ChatServer<T> {
@@ -289,6 +356,52 @@ pub mod chat_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/towerbedrock.chat.v1.Chat/AskStream" => {
+                    #[allow(non_camel_case_types)]
+                    struct AskStreamSvc<T: Chat>(pub Arc<T>);
+                    impl<
+                        T: Chat,
+                    > tonic::server::ServerStreamingService<super::AskRequest>
+                    for AskStreamSvc<T> {
+                        type Response = super::AskEvent;
+                        type ResponseStream = T::AskStreamStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AskRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Chat>::ask_stream(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AskStreamSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
