@@ -953,3 +953,49 @@ async fn junk_model_ids_do_not_grow_the_metric_labels_without_end() {
     drop(tallies);
     assert_eq!(recorder.get(names::INVOCATION_ERRORS, OTHER), folded);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_with_a_3_s_deadline_behind_a_full_budget_ends_at_3_s() {
+    // A budget with room for one call, taken by a call Bedrock answers in
+    // 10 s; the next call, with a 3 s deadline (the retry layer's), waits
+    // for room behind it. Before, the budget did not see the deadline and
+    // the call waited until the first one settled.
+    // (A call reserves 100 input + 5 x 100 output tokens: Claude 4's
+    // output burndown.)
+    let budget = Budget::builder()
+        .tokens_per_window(1000)
+        .max_wait(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let retry = QuotaAlignedRetryLayer::builder()
+        .deadline(Duration::from_secs(3))
+        .call_options(tower_bedrock::retry::ModelRequestReport)
+        .build()
+        .unwrap();
+    let slow = tower::service_fn(|ask: Ask| async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok::<_, WireError>(Answer { model: ask.model })
+    });
+    let svc = tower_bedrock::stack()
+        .retry(retry)
+        .token_budget(&budget)
+        .classify(classify())
+        .without_metrics()
+        .service(slow)
+        .unwrap();
+    let first = tokio::spawn(svc.clone().oneshot(Ask::new(PRIMARY)));
+    tokio::task::yield_now().await;
+    let start = tokio::time::Instant::now();
+    let err = svc.oneshot(Ask::new(PRIMARY)).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(
+        err.class(),
+        ErrorClass::Local(LocalRejection::DeadlineExceeded)
+    );
+    assert_eq!(
+        err.context().unwrap().retry_stop,
+        Some(tower_bedrock::core::RetryStop::NotRetryable)
+    );
+    // The first call was not disturbed.
+    first.await.unwrap().unwrap();
+}
