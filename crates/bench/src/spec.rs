@@ -184,8 +184,10 @@ fn default_max_wait() -> f64 {
 pub const SONNET_4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 /// A smaller fallback model.
 pub const HAIKU_35: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
-/// A model with a 1x burndown, for the document scenario.
-pub const SONNET_35: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+/// A model with a 1x burndown and room for long answers (64k output
+/// tokens), for the document scenario, through its `us.` inference profile
+/// (Bedrock serves it only through profiles).
+pub const SONNET_37: &str = "us.anthropic.claude-3-7-sonnet-20250219-v1:0";
 
 /// The seed's per-minute profile of its three apps: peaks of 75, 50 and 50
 /// requests per minute (175 together) against a quota of 150.
@@ -289,7 +291,7 @@ impl Scenario {
             "TPM-heavy documents: 10 req/min of 15k input + 5k output on 200k tpm",
         );
         s.models = vec![ModelSpec {
-            id: SONNET_35.into(),
+            id: SONNET_37.into(),
             rpm: None,
             tpm: 200_000,
         }];
@@ -543,6 +545,36 @@ impl Scenario {
                 return bad(format!("app {}: max_tokens must be positive", a.name));
             }
         }
+        // What the server would refuse with a ValidationException on every
+        // call: a bare id of a model served only through inference
+        // profiles, max_tokens over the model's output limit, a prompt over
+        // its context window.
+        for m in &self.models {
+            let base = tower_bedrock::core::model::base_model(&m.id);
+            let Some(spec) = tower_bedrock_emulator::catalogue::spec(base) else {
+                continue;
+            };
+            if spec.profile_required && m.id == spec.id {
+                return bad(format!(
+                    "model {}: Bedrock serves it only through an inference profile (e.g. us.{})",
+                    m.id, m.id
+                ));
+            }
+            for a in &self.apps {
+                if a.max_tokens > spec.max_output_tokens {
+                    return bad(format!(
+                        "app {}: max_tokens {} over the output limit of {} ({})",
+                        a.name, a.max_tokens, m.id, spec.max_output_tokens
+                    ));
+                }
+                if a.input_tokens > spec.context_window {
+                    return bad(format!(
+                        "app {}: input_tokens {} over the context window of {} ({})",
+                        a.name, a.input_tokens, m.id, spec.context_window
+                    ));
+                }
+            }
+        }
         if self.total_calls() > 50_000 {
             return bad("more than 50,000 calls: too long for one run".into());
         }
@@ -714,6 +746,20 @@ mod tests {
                 "fallback",
             ),
             (minimal().replace("name = \"t\"", "name = \"a b\""), "name"),
+            (
+                minimal().replace(
+                    "id = \"m\"",
+                    "id = \"anthropic.claude-sonnet-4-20250514-v1:0\"",
+                ),
+                "inference profile",
+            ),
+            (
+                minimal().replace(
+                    "id = \"m\"",
+                    "id = \"anthropic.claude-3-5-sonnet-20240620-v1:0\"",
+                ) + "max_tokens = 5000\n",
+                "output limit",
+            ),
         ];
         for (text, word) in cases {
             match Scenario::from_toml_str(&text) {

@@ -67,7 +67,9 @@ pub fn judge(ideal: &Ideal, runs: &[RunResult]) -> Option<Verdict> {
     let best = peers.iter().max_by_key(|r| r.answered)?;
     checks.push(Check {
         name: "goodput",
-        pass: stack.answered >= best.answered,
+        // A run in which nothing is answered (a scenario the server
+        // refuses) proves nothing: it fails.
+        pass: stack.answered >= best.answered && stack.answered > 0,
         detail: format!(
             "stack {:.1} % ({} answered) vs best peer {:.1} % ({}, {})",
             stack.goodput * 100.0,
@@ -292,6 +294,20 @@ mod tests {
         // Where the quota does not bind, the ideal is not compared.
         let v = judge(&ideal(0, 1.3, 1.3), &runs).expect("v");
         assert_eq!(failed(&v), ["latency vs peers"]);
+    }
+
+    #[test]
+    fn nothing_answered_fails() {
+        // Every strategy refused by the server (say, a bad model id): no
+        // comparison makes that a pass.
+        let mut none = run(Strategy::Naive, 0, 0, 0.0, 0.0);
+        none.p50_s = None;
+        none.p95_s = None;
+        let mut stack = none.clone();
+        stack.strategy = Strategy::Stack;
+        let v = judge(&ideal(0, 1.3, 1.3), &[none, stack]).expect("v");
+        assert!(!v.pass);
+        assert!(failed(&v).contains(&"goodput"));
     }
 
     #[test]
