@@ -117,6 +117,18 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // For scale: one deep copy of the SDK input, what each clone of a
+    // request cost before requests shared it (the preset made two or
+    // three per call).
+    let mut group = c.benchmark_group("reference_one_deep_copy_of_the_input");
+    for bytes in [1 << 10, 1 << 17, 1 << 20] {
+        let template = ask(bytes);
+        group.bench_with_input(BenchmarkId::from_parameter(bytes), &template, |b, t| {
+            b.iter(|| black_box(t.input().clone()))
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);
