@@ -36,7 +36,7 @@ pub const FONT: &str = "bench-sans";
 /// Width and height of a chart, in pixels.
 pub const SIZE: (u32, u32) = (1280, 960);
 
-const GREY: RGBColor = RGBColor(150, 150, 150);
+const GREY: RGBColor = RGBColor(185, 185, 185);
 const FAULT: RGBColor = RGBColor(255, 225, 200);
 const LEGEND_WIDTH: u32 = 270;
 
@@ -247,7 +247,8 @@ fn draw_on<DB: DrawingBackend>(
                         .iter()
                         .enumerate()
                         .map(|(i, v)| ((i + 1) as f64 / SAMPLES_PER_MINUTE as f64, *v as f64)),
-                    GREY.stroke_width(3),
+                    // Wide and light, under the strategies' lines.
+                    GREY.stroke_width(6),
                 ))
                 .map_err(draw_err)?;
         }
@@ -298,7 +299,7 @@ fn draw_legend<DB: DrawingBackend>(
         .map_err(draw_err)?;
         y += 46;
     }
-    line(y, GREY.stroke_width(3))?;
+    line(y, GREY.stroke_width(6))?;
     side.draw_text("ideal schedule", &text, (52, y))
         .map_err(draw_err)?;
     side.draw_text("(answers only)", &small, (52, y + 19))
