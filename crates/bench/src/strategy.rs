@@ -116,10 +116,6 @@ pub(crate) struct ProcessClients {
     pub(crate) note: Option<String>,
 }
 
-/// Share of the quota the stack's budget admits: a little under, because
-/// the emulator's window and the budget's sliding window are not aligned.
-const BUDGET_SHARE: f64 = 0.97;
-
 /// Builds the clients of process `process` for `strategy`.
 pub(crate) async fn build(
     scenario: &Scenario,
@@ -218,18 +214,23 @@ pub(crate) async fn build(
             } else {
                 1.0
             };
+            // Configured as a user would: the budget's defaults (fixed
+            // windows aligned on the wall clock like Bedrock's minutes, all
+            // of the quota, adaptive limits), the scenario's minute, and
+            // each model's real quota. Without Redis, each of several
+            // processes can only state its share of the quota.
+            let part = |limit: u64| ((limit as f64 * share).floor() as u64).max(1);
             let mut bb = Budget::builder()
                 .window(scenario.window())
-                // Wait for room (three minutes by default): a peak's
-                // backlog is served when the traffic drops.
+                // Wait for room up to the scenario's max wait (three
+                // minutes by default, the budget's own default being 30 s):
+                // a peak's backlog is served when the traffic drops.
                 .max_wait(scenario.window().mul_f64(scenario.stack_max_wait_minutes))
-                .tokens_per_window(
-                    ((scenario.models[0].tpm as f64) * BUDGET_SHARE * share).max(1.0) as u64,
-                );
+                .tokens_per_window(part(scenario.models[0].tpm));
             for m in &scenario.models {
-                let mut l = Limits::tokens(((m.tpm as f64) * BUDGET_SHARE * share) as u64);
+                let mut l = Limits::tokens(part(m.tpm));
                 if let Some(r) = m.rpm {
-                    l = l.with_requests((((r as f64) * BUDGET_SHARE * share) as u64).max(1));
+                    l = l.with_requests(part(r));
                 }
                 bb = bb.key_limits(m.id.clone(), l);
             }

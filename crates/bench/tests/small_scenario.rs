@@ -8,11 +8,12 @@
 //!   the emulator's fixed windows that meet the first 3.3 minutes: at most
 //!   five windows of 20 requests, 100 of the 120 calls; it loses 20 or
 //!   more;
-//! - the stack's budget admits 19 a minute (97 % of the quota) and queues
-//!   the rest: the last call is served about 6.3 minutes in, having waited
-//!   about 3.3 minutes, under the 5 allowed (`stack_max_wait_minutes`) and
-//!   inside the 5 drain minutes; it never exceeds the quota, so the server
-//!   sends it no 429.
+//! - the stack's budget admits 20 a minute (the whole quota, counted in
+//!   the same wall-clock minutes as the emulator's) and queues the rest:
+//!   call k is admitted at the start of minute k / 20 (about 2.5 minutes of
+//!   waiting for the longest), under the 5 allowed
+//!   (`stack_max_wait_minutes`) and inside the 5 drain minutes; it never
+//!   exceeds the quota, so the server sends it no 429.
 //!
 //! Wall time is compressed (700 ms scenario minutes; the rates are low enough
 //! that a debug build on two shared cores keeps up), not paused: the
