@@ -136,3 +136,30 @@ pub use response::{
 pub use service::{BedrockService, DEFAULT_STREAM_IDLE_TIMEOUT};
 pub use stream::{BedrockStream, StreamEvent};
 pub use tower_bedrock_classify::{InStreamError, classify_stream_error};
+
+/// The AWS SDK for Bedrock Runtime this crate is built on, with the
+/// features it was built with (no second HTTP client or TLS stack): build
+/// inputs (`aws_sdk_bedrockruntime::operation::converse::ConverseInput`),
+/// read outputs and match errors through it instead of depending on the
+/// SDK yourself.
+pub use aws_sdk_bedrockruntime;
+/// The raw HTTP response the SDK's errors carry.
+pub use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+/// The error of [`BedrockService`] for a [`ConverseRequest`]: the SDK's
+/// own, for `ThrottleClassifyLayer` to classify (the stack's error is
+/// `ClassifiedError<ConverseSdkError>`).
+pub type ConverseSdkError = aws_smithy_runtime_api::client::result::SdkError<
+    aws_sdk_bedrockruntime::operation::converse::ConverseError,
+    HttpResponse,
+>;
+/// The error of [`BedrockService`] for an [`InvokeModelRequest`].
+pub type InvokeModelSdkError = aws_smithy_runtime_api::client::result::SdkError<
+    aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError,
+    HttpResponse,
+>;
+/// The error of [`BedrockService`] for a [`CountTokensRequest`].
+pub type CountTokensSdkError = aws_smithy_runtime_api::client::result::SdkError<
+    aws_sdk_bedrockruntime::operation::count_tokens::CountTokensError,
+    HttpResponse,
+>;

@@ -19,6 +19,21 @@ pub struct ConverseResponse {
     pub output: ConverseOutput,
 }
 
+impl ConverseResponse {
+    /// The text of the answer: its message's text blocks, joined (empty
+    /// when the answer holds no text, e.g. only a tool use).
+    pub fn text(&self) -> String {
+        match &self.output.output {
+            Some(aws_sdk_bedrockruntime::types::ConverseOutput::Message(m)) => m
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().ok().map(String::as_str))
+                .collect(),
+            _ => String::new(),
+        }
+    }
+}
+
 impl ReportsUsage for ConverseResponse {
     /// The output's `usage`.
     fn usage(&self) -> Option<Usage> {
@@ -132,3 +147,55 @@ deref_stream!(
     ResponseStream,
     ResponseStreamError
 );
+
+#[cfg(test)]
+mod text_tests {
+    use aws_sdk_bedrockruntime::types::{
+        ContentBlock, ConversationRole, ConverseMetrics, ConverseOutput as Output, Message,
+        StopReason, TokenUsage, ToolUseBlock,
+    };
+    use aws_smithy_types::Document;
+
+    use super::*;
+
+    fn answer(content: Vec<ContentBlock>) -> ConverseResponse {
+        let message = Message::builder()
+            .role(ConversationRole::Assistant)
+            .set_content(Some(content))
+            .build()
+            .unwrap();
+        ConverseResponse {
+            output: ConverseOutput::builder()
+                .output(Output::Message(message))
+                .stop_reason(StopReason::EndTurn)
+                .usage(
+                    TokenUsage::builder()
+                        .input_tokens(3)
+                        .output_tokens(2)
+                        .total_tokens(5)
+                        .build()
+                        .unwrap(),
+                )
+                .metrics(ConverseMetrics::builder().latency_ms(10).build().unwrap())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn text_joins_the_text_blocks_only() {
+        let tool = ToolUseBlock::builder()
+            .tool_use_id("t1")
+            .name("lookup")
+            .input(Document::Null)
+            .build()
+            .unwrap();
+        let r = answer(vec![
+            ContentBlock::Text("Hello, ".into()),
+            ContentBlock::ToolUse(tool),
+            ContentBlock::Text("world".into()),
+        ]);
+        assert_eq!(r.text(), "Hello, world");
+        assert_eq!(answer(vec![]).text(), "");
+    }
+}

@@ -138,12 +138,19 @@ pub use tower_bedrock_sdk as sdk;
 
 pub use tower::util::{BoxCloneService, BoxCloneSyncService};
 
+#[cfg(feature = "axum")]
+pub mod axum;
+pub mod caller;
 #[cfg(feature = "emf")]
 pub mod emf;
 pub mod logging;
 pub mod observe;
+mod reply;
 pub mod stack;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 
+pub use reply::ErrorReply;
 pub use stack::{BedrockStackLayer, BuildError, StackBuilder};
 
 /// Starts the preset stack with its defaults: retry, breaker and classify
