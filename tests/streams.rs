@@ -358,6 +358,49 @@ async fn invoke_model_streams_fall_back_before_their_first_chunk() {
     e.shutdown().await;
 }
 
+/// The measurement, reversed: streaming calls whose primary fails
+/// in-stream before any event used to leave its breaker closed with no
+/// failure counted, and every call went to the primary first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_stream_failures_before_the_first_event_open_the_primary_breaker() {
+    let e = emulator().await;
+    // Open long enough that no probe reaches the primary during the test.
+    let breaker = CircuitBreakLayer::builder()
+        .seed(2)
+        .open_duration(Duration::from_secs(600))
+        .max_open_duration(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let breakers = breaker.handle();
+    let svc = tower_bedrock::stack()
+        .window(Duration::from_millis(600))
+        .without_retry()
+        .fallback_chain(Chain::new().then(PRIMARY).then(FALLBACK))
+        .breaker(breaker)
+        .service::<_, ConverseStreamRequest, _>(bedrock(&e).await)
+        .unwrap();
+    e.set_faults(vec![
+        FaultRule::new(FaultKind::StreamUnavailable { after_events: 0 }).model(PRIMARY),
+    ])
+    .unwrap();
+    for i in 0..40 {
+        let report = CallReport::new();
+        let mut resp = svc
+            .clone()
+            .oneshot(ask(PRIMARY).with_report(report.clone()))
+            .await
+            .unwrap_or_else(|err| panic!("call {i}: {err}"));
+        assert_eq!(read_all(&mut resp).await, OUTPUT, "call {i}");
+        assert_eq!(report.summary().served_by.as_deref(), Some(FALLBACK));
+    }
+    let b = breakers.get(PRIMARY).unwrap();
+    assert_eq!(b.state, tower_bedrock::breaker::CircuitState::Open, "{b:?}");
+    // Once open, the primary is skipped without a call: it saw only the
+    // calls that opened it (the default breaker opens at 10 calls).
+    assert_eq!(e.counters().stream_exceptions, 10);
+    e.shutdown().await;
+}
+
 #[test]
 fn the_readme_quotes_the_compiled_streaming_example() {
     let readme = include_str!("../README.md");
