@@ -21,7 +21,8 @@
 //! [`stack()`] starts a [`StackBuilder`]: each of the six slots is on with
 //! documented defaults, off, or replaced by a layer of yours (see the table
 //! on [`StackBuilder`]); [`StackBuilder::service`] returns a
-//! [`BoxCloneService`] for easy storage in application state. The layers are
+//! [`BoxCloneService`], and [`StackBuilder::sync_service`] a
+//! [`BoxCloneSyncService`] (also `Sync`, as axum's state must be). The layers are
 //! equally usable one by one with `tower::ServiceBuilder`: see each crate
 //! ([`classify`], [`retry`], [`budget`], [`breaker`], [`fallback`]).
 //!
@@ -119,6 +120,21 @@
 //! `emf` feature (on by default), `emf::EmfRecorder` writes the same
 //! metrics as CloudWatch Embedded Metric Format.
 //!
+//! # In your service
+//!
+//! [`ErrorReply`] is what your own caller should see when a call failed:
+//! a status from the error's class (429 for throttles and budget sheds,
+//! 503 for outages and open circuits, 504 for timeouts, 4xx for the
+//! caller's own errors), the code, the request id and when to come back,
+//! never a prompt or an error message. With the `axum` feature it is an
+//! `IntoResponse` (JSON body, `Retry-After`; see `tower_bedrock::axum`),
+//! with the `tonic` feature a `tonic::Status` (`grpc-retry-pushback-ms`;
+//! see `tower_bedrock::tonic`). [`caller::CallerDeadline`] reads how long
+//! your caller will wait (`grpc-timeout`, `x-request-timeout-ms`, 25 s by
+//! default) and [`caller::call_within`] makes it the deadline of the
+//! stack's call, so a throttle the stack cannot absorb reaches the caller
+//! as a 429 while it still listens.
+//!
 //! # Logging
 //!
 //! The stack never logs a prompt, a completion or a credential; the AWS
@@ -128,12 +144,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// The layer crates' docs are inlined, so the links to them (from here and
+// from every page of this crate) resolve wherever this crate's docs are
+// built, `cargo doc --no-deps -p tower-bedrock` included.
+#[doc(inline)]
 pub use tower_bedrock_breaker as breaker;
+#[doc(inline)]
 pub use tower_bedrock_budget as budget;
+#[doc(inline)]
 pub use tower_bedrock_classify as classify;
+#[doc(inline)]
 pub use tower_bedrock_core as core;
+#[doc(inline)]
 pub use tower_bedrock_fallback as fallback;
+#[doc(inline)]
 pub use tower_bedrock_retry as retry;
+#[doc(inline)]
 pub use tower_bedrock_sdk as sdk;
 
 pub use tower::util::{BoxCloneService, BoxCloneSyncService};
