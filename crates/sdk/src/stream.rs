@@ -52,6 +52,66 @@
 //!   counts the delivered text), documented as one. A stream whose end is
 //!   unknown (dropped by its reader) keeps the conservative reservation,
 //!   since the model may still be generating.
+//!
+//! # Example
+//!
+//! ```
+//! use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
+//! use aws_sdk_bedrockruntime::types::{
+//!     ContentBlock, ConversationRole, ConverseStreamOutput, Message,
+//! };
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_bedrock_classify::ThrottleClassifyLayer;
+//! use tower_bedrock_core::{Classified, ErrorClass, ThrottleKind, UnavailableKind};
+//! use tower_bedrock_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule};
+//! use tower_bedrock_sdk::{BedrockClientBuilder, BedrockService, ConverseStreamRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let emulator = Emulator::start(EmulatorConfig::builder().output_tokens(8).build()?).await?;
+//! let client = BedrockClientBuilder::new()
+//!     .region("us-east-1")
+//!     .endpoint_url(emulator.endpoint_url())
+//!     .static_credentials("AKIDEXAMPLE", "secret")
+//!     .build()
+//!     .await?;
+//! let svc = ServiceBuilder::new()
+//!     .layer(ThrottleClassifyLayer::new())
+//!     .service(BedrockService::new(client));
+//! let ask = || -> Result<ConverseStreamRequest, Box<dyn std::error::Error>> {
+//!     Ok(ConverseStreamInput::builder()
+//!         .model_id("anthropic.claude-3-haiku-20240307-v1:0")
+//!         .messages(
+//!             Message::builder()
+//!                 .role(ConversationRole::User)
+//!                 .content(ContentBlock::Text("Hello there".into()))
+//!                 .build()?,
+//!         )
+//!         .build()?
+//!         .into())
+//! };
+//!
+//! // A throttle sent inside the stream, before any event: the call's error.
+//! emulator.set_faults(vec![
+//!     FaultRule::new(FaultKind::StreamThrottle { after_events: 0 }).count(1),
+//! ])?;
+//! let err = svc.clone().oneshot(ask()?).await.unwrap_err();
+//! assert_eq!(err.class(), ErrorClass::Throttled(ThrottleKind::TokenRate));
+//! assert!(err.inner().unwrap().is_in_stream());
+//!
+//! // A 503 after two events: the events, then a classified error item.
+//! emulator.set_faults(vec![
+//!     FaultRule::new(FaultKind::StreamUnavailable { after_events: 2 }).count(1),
+//! ])?;
+//! let mut answer = svc.clone().oneshot(ask()?).await?;
+//! let first = answer.recv().await?.expect("read by the call, handed on");
+//! assert!(matches!(first, ConverseStreamOutput::MessageStart(_)));
+//! assert!(answer.recv().await?.is_some());
+//! let err = answer.recv().await.unwrap_err();
+//! assert_eq!(err.class(), ErrorClass::Unavailable(UnavailableKind::Service));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::future::Future;
