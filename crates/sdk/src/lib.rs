@@ -14,7 +14,13 @@
 //!   responses implement [`ReportsUsage`](tower_bedrock_core::ReportsUsage)
 //!   (Converse's usage, InvokeModel's token headers read by
 //!   [`TokenCountInterceptor`], the stream's final metadata event); errors
-//!   are the SDK's `SdkError`, for `ThrottleClassifyLayer` to classify;
+//!   are the SDK's `SdkError` ([`ConverseSdkError`]...), for
+//!   `ThrottleClassifyLayer` to classify;
+//! - [`Operation`]: the service restricted to one operation
+//!   ([`ConverseService::new`]...), so `ready()` and the stack builder infer
+//!   the request type;
+//! - [`aws_sdk_bedrockruntime`] itself, re-exported with the features this
+//!   crate builds it with: no second HTTP client or TLS stack;
 //! - [`BedrockStream`]: response streams with an idle timeout per event,
 //!   in-stream exceptions classified, usage reported exactly once at the
 //!   end;
@@ -96,6 +102,7 @@ mod count;
 pub mod error;
 pub mod estimate;
 mod interceptor;
+mod operation;
 mod request;
 mod response;
 mod service;
@@ -124,6 +131,10 @@ pub use interceptor::{
     CACHE_READ_TOKEN_COUNT_HEADER, CACHE_WRITE_TOKEN_COUNT_HEADER, HeaderUsage,
     INPUT_TOKEN_COUNT_HEADER, INVOCATION_LATENCY_HEADER, OUTPUT_TOKEN_COUNT_HEADER,
     TokenCountInterceptor,
+};
+pub use operation::{
+    ConverseService, ConverseStreamService, CountTokensService, InvokeModelService,
+    InvokeModelStreamService, Operation,
 };
 pub use request::{
     ConverseRequest, ConverseStreamRequest, CountTokensRequest, InvokeModelRequest,
