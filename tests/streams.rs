@@ -401,6 +401,51 @@ async fn in_stream_failures_before_the_first_event_open_the_primary_breaker() {
     e.shutdown().await;
 }
 
+/// The invocation metrics read a stream's usage as a second observer,
+/// beside the budget: both get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_tokens_reach_the_metrics_and_the_budget() {
+    // A model no other test of this binary calls: its series are this
+    // test's alone in the process-wide recorder.
+    const SONNET4: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+    let e = emulator().await;
+    let budget = budget();
+    let svc = tower_bedrock::stack()
+        .token_budget(&budget)
+        .service::<_, ConverseStreamRequest, _>(bedrock(&e).await)
+        .unwrap();
+    let req = ask(SONNET4);
+    let input = req.token_demand().input_tokens;
+    let mut resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(read_all(&mut resp).await, OUTPUT);
+    drop(resp);
+    let rendered = metrics.render();
+    let value = |name: &str| -> Option<u64> {
+        rendered
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(SONNET4))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(
+        value("bedrock_output_tokens_total{"),
+        Some(OUTPUT),
+        "{rendered}"
+    );
+    assert_eq!(
+        value("bedrock_input_tokens_total{"),
+        Some(input),
+        "{rendered}"
+    );
+    // Burndown 5 for Claude 4: the budget settled the same usage.
+    let snap = budget.snapshot(SONNET4).unwrap();
+    assert_eq!(snap.tokens, input + 5 * OUTPUT, "{snap:?}");
+    e.shutdown().await;
+}
+
 #[test]
 fn the_readme_quotes_the_compiled_streaming_example() {
     let readme = include_str!("../README.md");

@@ -26,9 +26,13 @@
 //! cannot create series without end.
 //!
 //! Token counters are incremented for responses that carry their usage
-//! ([`ReportsUsage::usage`]); streamed responses report theirs later and
-//! are not counted here. A call whose future is dropped before it ends is
-//! not counted. Errors and responses pass through untouched.
+//! ([`ReportsUsage::usage`]) when the call ends, and for streamed
+//! responses when the stream ends, through a usage observer
+//! ([`ReportsUsage::defer_usage`], beside the budget's): the final usage,
+//! or the usage known so far for a stream that failed after its first
+//! event; nothing for a stream dropped before its usage arrived. A call
+//! whose future is dropped before it ends is not counted. Errors and
+//! responses pass through untouched.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -140,7 +144,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = ready!(this.inner.poll(cx));
+        let mut out = ready!(this.inner.poll(cx));
         // Labels share the model label (no allocation for a model seen
         // before).
         let model = metrics::SharedString::from(Arc::clone(this.model));
@@ -149,11 +153,26 @@ where
         let outcome = if out.is_ok() { "ok" } else { "error" };
         metrics::histogram!(INVOCATION_LATENCY, "model" => model.clone(), "outcome" => outcome)
             .record(elapsed);
-        if let Some(u) = out.as_ref().ok().and_then(ReportsUsage::usage) {
-            let input = u.input_tokens + u.cache_read_input_tokens + u.cache_write_input_tokens;
-            metrics::counter!(INPUT_TOKENS, "model" => model.clone()).increment(input);
-            metrics::counter!(OUTPUT_TOKENS, "model" => model).increment(u.output_tokens);
+        if let Ok(response) = out.as_mut() {
+            match response.usage() {
+                Some(u) => count_tokens(model, u),
+                None => {
+                    // A stream: counted when it ends. A response that does
+                    // not defer its usage hands the callback back; dropped.
+                    let _ = response.defer_usage(Box::new(move |u| {
+                        if let Some(u) = u {
+                            count_tokens(model, u);
+                        }
+                    }));
+                }
+            }
         }
         Poll::Ready(out)
     }
+}
+
+fn count_tokens(model: metrics::SharedString, u: tower_bedrock_core::Usage) {
+    let input = u.input_tokens + u.cache_read_input_tokens + u.cache_write_input_tokens;
+    metrics::counter!(INPUT_TOKENS, "model" => model.clone()).increment(input);
+    metrics::counter!(OUTPUT_TOKENS, "model" => model).increment(u.output_tokens);
 }
