@@ -368,7 +368,9 @@ impl<E> fmt::Display for ClassifiedError<E> {
             write!(f, " (after {} attempts)", repr.context.attempts)?;
         }
         if !repr.context.tried.is_empty() {
-            write!(f, " (tried {} targets:", repr.context.tried.len())?;
+            let n = repr.context.tried.len();
+            let targets = if n == 1 { "target" } else { "targets" };
+            write!(f, " (tried {n} {targets}:")?;
             for t in &repr.context.tried {
                 write!(f, " {}", t.target)?;
             }
@@ -431,6 +433,23 @@ mod tests {
         assert!(!format!("{e:?}").contains("secret"));
         assert_eq!(e.source().unwrap().to_string(), "inner with a secret body");
         assert!(e.inner().is_some());
+    }
+
+    #[test]
+    fn display_counts_the_targets_tried_in_words() {
+        let tried = |target: &str| Tried {
+            target: target.to_owned(),
+            class: ErrorClass::Throttled(ThrottleKind::ModelOverloaded),
+        };
+        let mut e = ClassifiedError::new(Inner, throttled());
+        e.context_mut().unwrap().tried.push(tried("model-a"));
+        assert!(e.to_string().ends_with(" (tried 1 target: model-a)"), "{e}");
+        e.context_mut().unwrap().tried.push(tried("model-b"));
+        assert!(
+            e.to_string()
+                .ends_with(" (tried 2 targets: model-a model-b)"),
+            "{e}"
+        );
     }
 
     type BoxError = Box<dyn Error + Send + Sync>;
