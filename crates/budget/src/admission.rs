@@ -261,8 +261,16 @@ impl<K: StoreKey> Admission<K> {
         self.join_queue(&mut s, now);
         let me = self.queued.as_ref().map(|q| (q.tenant, q.id));
         if refusal.window == WindowKind::Share {
-            // Refused its share across processes: other tenants go first.
+            // Refused its share across processes: other tenants go first
+            // (wake the one that is now at the head).
             s.slot(&self.tenant).blocked_until = Some(retry);
+            let waker = s.take_head_waker(now, &self.key.config, self.key.configured());
+            drop(s);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            self.phase = Phase::Waiting { refused: true };
+            return None;
         } else if me.is_some() && s.head(now, &self.key.config, self.key.configured()) == me {
             s.head_blocked = Some(self.epoch);
             s.room_at = Some(retry);

@@ -2,7 +2,7 @@
 //!
 //! Most 429s are self-inflicted: a process sends what the quota cannot
 //! hold. This crate admits each request against the model's quota *before*
-//! sending it, the way Bedrock itself does:
+//! sending it, counting the way Bedrock itself does:
 //!
 //! - at admission it **reserves** the request's demand: estimated input
 //!   tokens plus the output cap (`max_tokens`, or a per-model default when
@@ -13,31 +13,22 @@
 //!   the difference; streams settle when they end
 //!   ([`ReportsUsage::defer_usage`](tower_bedrock_core::ReportsUsage::defer_usage));
 //!   a response without usage keeps its reservation;
-//! - a failed call is refunded when Bedrock cannot have counted it and kept
-//!   otherwise: see [`default_error_settlement`] for the table.
+//! - a failed call is settled with what Bedrock can have counted: nothing
+//!   for a refusal or a 503, the input for a model that ran and failed,
+//!   everything when the request may still be running (see
+//!   [`default_error_settlement`] for the table and the evidence).
 //!
 //! Limits are per key (the model or inference profile id by default): tokens
 //! per window (TPM), optionally requests per window (RPM) and tokens per
-//! day. When there is no room, a request **waits** in FIFO order per key, up
-//! to the budget's maximum wait, and is then **shed** with
-//! `Local(BudgetExhausted)` carrying when room is expected. A request larger
-//! than the whole window fails at once with `Local(RequestTooLarge)`.
-//!
-//! Several applications share one quota through **tenants**:
-//! [`Budget::tenant`]`(name, weight)` gives each its own layer. Each tenant
-//! has its own FIFO queue per key; when room appears, the next request is
-//! taken from the tenant with the lowest weighted recent usage (its share of
-//! the key's tokens or requests, whichever is scarcer, decayed over one
-//! window, divided by its weight), so a noisy tenant cannot starve a quiet
-//! one, and a tenant may use whatever the others leave idle (nothing is set
-//! aside for a tenant that sends nothing). Tenants in the
-//! [`Priority::Interactive`] class are served before [`Priority::Batch`].
-//! With a single tenant the order is plain FIFO per key.
-//!
-//! When a rate throttle comes back despite admission (other processes share
-//! the account), the key's effective limit is lowered multiplicatively and
-//! recovers linearly ([`Adaptive`], AIMD), so the process converges on its
-//! real share.
+//! day, **all of the quota** by default
+//! ([`BudgetBuilder::slack_tokens`] holds some back for estimate error, in
+//! tokens: configure your quota as it is). When there is no room, a request
+//! **waits** in FIFO order per key and tenant, up to the budget's maximum
+//! wait and never past the call's deadline
+//! ([`call_deadline`](tower_bedrock_core::deadline::call_deadline)), and is
+//! then **shed** with `Local(BudgetExhausted)` (or `Local(DeadlineExceeded)`)
+//! carrying when room is expected. A request larger than the whole window
+//! fails at once with `Local(RequestTooLarge)`.
 //!
 //! # Example
 //!
@@ -67,7 +58,7 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let budget = Budget::builder()
-//!     .tokens_per_window(1_000)
+//!     .tokens_per_window(1_000) // the quota: 1 000 tokens per minute
 //!     .window(Duration::from_secs(60))
 //!     .max_wait(Duration::ZERO) // shed at once, for the example
 //!     .build()
@@ -94,13 +85,95 @@
 //! # }
 //! ```
 //!
+//! # Windows: fixed or sliding
+//!
+//! **Fixed windows** ([`WindowMode::Fixed`], the default) count like
+//! Bedrock's quota as the workspace's emulator models it: windows aligned on
+//! the wall clock ([`BudgetBuilder::clock`]; minutes for a 60 s window,
+//! numbered from the UNIX epoch so every process agrees), and a request is
+//! admitted when
+//!
+//! ```text
+//! usage settled in this window + reservations of the calls in flight + its demand <= limit
+//! ```
+//!
+//! A call's real usage is billed to the window in which it **completes**;
+//! its reservation counts in every window until then; requests count in the
+//! window they were admitted in. When a window turns, its settled usage is
+//! gone at once: a backlog is admitted on the minute, as Bedrock would.
+//!
+//! **Sliding windows** ([`WindowMode::Sliding`]) count every charge
+//! (reservations included) for one window after it was made, to one
+//! sub-window ([the algorithm](#the-sliding-window)). They never admit more
+//! than the limit in *any* interval of one window's length, which is safe
+//! whatever the server's window is, and costly: a charge holds room for a
+//! whole window after the call ended, so a budget that slides against a
+//! quota that resets on the minute waits where Bedrock would admit.
+//!
+//! The evidence, and where it is thin. AWS documents the reservation at
+//! the start of a request (input plus `max_tokens` times the burndown rate,
+//! against the tokens-per-minute quota) and its adjustment to the real
+//! usage at the end; the quotas are stated per minute. AWS does **not**
+//! document the window's shape (fixed minutes or sliding), nor in which
+//! window an adjustment lands. The workspace's emulator, whose model the
+//! default follows, implements fixed minute windows on the wall clock; the
+//! retry layer's window alignment (retrying a few seconds after the next
+//! minute starts) rests on the same reading, and users report throttles
+//! that clear at the top of the minute. If your account's quota turns out
+//! to slide, pick [`WindowMode::Sliding`]: it can never admit more than a
+//! sliding quota would.
+//!
+//! # Admission, waiting and shedding
+//!
+//! - A request that fits now goes now: it tries the store at once when no
+//!   request waits, and also when the request at the head of the queue
+//!   cannot go (it was refused, and no settlement freed room since): a
+//!   small request is never held behind a large one that waits for the next
+//!   window. Requests already waiting keep their FIFO order per tenant.
+//! - A request that cannot fit the current limits at all (larger than the
+//!   limit lowered by the adaptive rule) fails at once with
+//!   `Local(BudgetExhausted)` and a retry-after, instead of holding the
+//!   head of the queue.
+//! - A waiting request is woken when a settlement frees room, or when the
+//!   refusal said room appears (the next window, for fixed windows).
+//! - The wait never passes the budget's maximum wait nor the call's
+//!   deadline. When the room time is beyond that end and no call of this
+//!   process is in flight (so no settlement can free room sooner), the
+//!   request is shed at once: waiting would buy nothing.
+//! - There is no pacing: nothing holds back a request that fits. (The
+//!   pacing of earlier versions drained a sliding window's backlog at
+//!   `limit / window` measured in *reserved* tokens; with a 5x burndown and
+//!   a generous `max_tokens` it admitted a fraction of what the quota
+//!   allowed: 5 of 12 concurrent calls, with the window 1 % used, in the
+//!   axum example. Fixed windows free their room on the minute, as Bedrock
+//!   does, so there is no burst pattern to spread.)
+//!
+//! Several applications share one quota through **tenants**:
+//! [`Budget::tenant`]`(name, weight)` gives each its own layer. Each tenant
+//! has its own FIFO queue per key; when room appears, the next request is
+//! taken from the tenant with the lowest weighted recent usage (its share of
+//! the key's tokens or requests, whichever is scarcer, decayed over one
+//! window, divided by its weight), so a noisy tenant cannot starve a quiet
+//! one, and a tenant may use whatever the others leave idle (nothing is set
+//! aside for a tenant that sends nothing). With fixed windows the shares
+//! apply to the requests waiting when room appears (typically on the
+//! minute): give requests a maximum wait of about a window for the shares
+//! to hold. Tenants in the [`Priority::Interactive`] class are served
+//! before [`Priority::Batch`]. With a single tenant the order is plain FIFO
+//! per key.
+//!
+//! When a rate throttle comes back despite admission (other processes share
+//! the account, or an estimate ran low), the window is marked full until
+//! its end; only throttles in consecutive windows lower the limit, and it
+//! recovers within about a window of clean traffic ([`Adaptive`]).
+//!
 //! # The sliding window
 //!
 //! A window of length `W` is cut into `n` sub-windows ("slots", 100 by
 //! default) of length `g = W / n`; the builder refuses an `n` that does not
-//! divide `W` into whole nanoseconds. Time is numbered in slots from the
-//! store's origin; each key keeps one counter per slot for the newest
-//! `n + 1` slots and their running sum.
+//! divide `W` into whole nanoseconds. Time is numbered in slots since the
+//! UNIX epoch on the budget's clock; each key keeps one counter per slot
+//! for the newest `n + 1` slots and their running sum.
 //!
 //! - **Admission** of `x` at `t`: advance the ring to `t`'s slot (zeroing
 //!   the slots that fell out, at most `n + 1`), admit iff `sum + x <=
@@ -114,7 +187,8 @@
 //! Memory is fixed per key: 8 bytes per slot and window (tokens, requests,
 //! and the day window with 24 slots by default), about 2 KiB, plus about
 //! 1 KiB of queue, tenant and adaptive state: about 3 KiB per key whatever
-//! the traffic (`Budget::key_memory_bytes` reports it).
+//! the traffic (`Budget::key_memory_bytes` reports it). Fixed windows take
+//! a few dozen bytes of counters.
 //!
 //! **Error bound against an exact sliding log.** An exact log admits `x` at
 //! `t` iff the charges in `(t - W, t]` plus `x` fit. The ring counts the
@@ -135,23 +209,20 @@
 //! bounds (and that the expected room time is exact) on random arrival
 //! sequences with refunds.
 //!
-//! Waiting requests are drained no faster than the limit's rate
-//! ([`BudgetBuilder::pace_backlog`]): a sliding window frees room in the
-//! pattern it was filled, so without pacing a burst repeats every window
-//! and requests arriving between bursts wait most of a window.
-//!
 //! # Stores
 //!
 //! The per-key windows live in a [`BudgetStore`]; [`InMemoryStore`] is the
 //! default. Waiting, FIFO order, tenants and the adaptive limit stay in the
 //! [`Budget`], so another store (a Redis store shared by many processes)
-//! only implements reservation, settlement and a snapshot, and switching is
-//! a constructor change: [`BudgetBuilder::build_with_store`]. The budget
-//! tells the store each reservation's tenant ([`StoreKey::reserve_for`],
-//! [`StoreKey::settle_for`]); the in-memory store ignores it (the
-//! scheduler above already divides one process's admissions), while a
-//! store shared by many processes can use it to hold the tenants' shares
-//! across them.
+//! only implements reservation, settlement and a snapshot, for both window
+//! modes, and switching is a constructor change:
+//! [`BudgetBuilder::build_with_store`]. The budget tells the store each
+//! reservation's tenant ([`StoreKey::reserve_for`], [`StoreKey::settle_for`]);
+//! the in-memory store ignores it (the scheduler above already divides one
+//! process's admissions), while a store shared by many processes can use it
+//! to hold the tenants' shares across them, refusing with
+//! [`WindowKind::Share`] (the budget then lets other tenants' requests go
+//! first until the refusal's room time).
 //!
 //! # Testing another store
 //!
@@ -172,16 +243,20 @@
 //!
 //! Through the `metrics` facade, with the names of
 //! [`tower_bedrock_core::names`]: `bedrock_budget_utilization_ratio{model,
-//! window}` (windows `tokens`, `requests`, `day`; updated on admission and
-//! settlement, at most once per sub-window and key),
-//! `bedrock_budget_effective_limit_tokens{model}`,
+//! window}` (windows `tokens`, `requests`, `day`),
+//! `bedrock_budget_effective_limit_tokens{model}` (the learned limit),
 //! `bedrock_budget_waits_total{model, tenant}`,
 //! `bedrock_budget_sheds_total{model, tenant, reason}` and the histogram
-//! `bedrock_budget_wait_seconds{model, tenant}`. A `tracing` event is
-//! emitted when a request waits (debug), is shed (info) or when the
-//! adaptive limit is lowered (info). Events carry keys, tenants and token
-//! counts, never request content. Gauge handles are made when a key is
-//! first used: install the metrics recorder before the first call.
+//! `bedrock_budget_wait_seconds{model, tenant}`. The gauges are kept true
+//! as time passes: each key has a small task (on the runtime that first
+//! used it) that rewrites them every sub-window while the window holds
+//! usage, calls in flight or waiters, and sleeps once it is empty, so a
+//! burst followed by silence lets the utilisation fall to zero when the
+//! window ends. A `tracing` event is emitted when a request waits (debug),
+//! is shed (info) or when the adaptive limit is lowered (info). Events
+//! carry keys, tenants and token counts, never request content. Metric
+//! handles are made when a key (and a tenant on it) is first used: install
+//! the metrics recorder before the first call.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
