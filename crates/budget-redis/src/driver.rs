@@ -34,7 +34,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Pipeline, Value};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
-use tower_bedrock_budget::{Charge, Limits, Refusal, Reservation, StoreKey, WindowKind};
+use tower_bedrock_budget::{
+    Charge, Limits, Refusal, Reservation, StoreKey, WindowKind, WindowMode,
+};
 
 use crate::config::TimeSource;
 use crate::error::BuildError;
@@ -450,7 +452,55 @@ impl Worker {
         }
     }
 
+    fn settle_cmd_fixed(&self, p: &mut Pipeline, op: &SettleOp) {
+        let k = &op.key;
+        let g = k.geometry;
+        let ring = match op.target {
+            SettleTarget::Slots(..) => op.tenant_ring.as_deref(),
+            _ => None,
+        };
+        let (kind, win, ring_slot) = match op.target {
+            SettleTarget::Slots(w, r) => (0, opt(Some(w)), opt(Some(r))),
+            SettleTarget::Merged(e) => (
+                1,
+                self.merge_slots
+                    .get(&(k.id, e))
+                    .map_or(-1, |&(w, _)| opt(Some(w))),
+                -1,
+            ),
+            SettleTarget::Merge(_) => (2, -1, -1),
+        };
+        p.cmd("EVALSHA")
+            .arg(self.scripts.settle_fixed.get_hash())
+            .arg(if ring.is_some() { 4 } else { 3 })
+            .arg(&k.fx)
+            .arg(&k.rsv)
+            .arg(&k.seq_key);
+        if let Some(ring) = ring {
+            p.arg(ring);
+        }
+        p.arg(now_arg(op.now_us))
+            .arg(g.window_us)
+            .arg(g.day_us)
+            .arg(kind)
+            .arg(win)
+            .arg(ring_slot)
+            .arg(op.reserved[0])
+            .arg(op.reserved[1])
+            .arg(&op.actual[..])
+            .arg(g.day_ttl_ms)
+            .arg(&self.common.instance)
+            .arg(op.seq.unwrap_or(0))
+            .arg(g.stale_us)
+            .arg(g.g_us)
+            .arg(g.k)
+            .arg(g.ttl_ms);
+    }
+
     fn settle_cmd(&self, p: &mut Pipeline, op: &SettleOp) {
+        if op.key.mode == WindowMode::Fixed {
+            return self.settle_cmd_fixed(p, op);
+        }
         let k = &op.key;
         let g = k.geometry;
         // Only a reservation made in Redis was charged to a tenant ring.
@@ -500,6 +550,41 @@ impl Worker {
                 now_us,
                 tenant,
                 ..
+            } if key.mode == WindowMode::Fixed => {
+                let g = key.geometry;
+                p.cmd("EVALSHA")
+                    .arg(self.scripts.reserve_fixed.get_hash())
+                    .arg(if tenant.is_some() { 4 } else { 2 })
+                    .arg(&key.fx)
+                    .arg(&key.rsv);
+                if let Some(t) = tenant {
+                    p.arg(&*t.ring).arg(&key.contention);
+                }
+                p.arg(now_arg(*now_us))
+                    .arg(g.window_us)
+                    .arg(g.day_us)
+                    .arg(limits.tokens)
+                    .arg(opt(limits.requests))
+                    .arg(opt(limits.day_tokens))
+                    .arg(charge.tokens)
+                    .arg(charge.requests)
+                    .arg(g.day_ttl_ms)
+                    .arg(&self.common.instance)
+                    .arg(g.stale_us)
+                    .arg(g.g_us)
+                    .arg(g.k)
+                    .arg(g.ttl_ms);
+                if let Some(t) = tenant {
+                    p.arg(&*t.name).arg(t.weight);
+                }
+            }
+            Op::Reserve {
+                key,
+                limits,
+                charge,
+                now_us,
+                tenant,
+                ..
             } => {
                 let g = key.geometry;
                 p.cmd("EVALSHA")
@@ -528,6 +613,18 @@ impl Worker {
                 }
             }
             Op::Settle(s) => self.settle_cmd(p, s),
+            Op::Snapshot { key, now_us, .. } if key.mode == WindowMode::Fixed => {
+                let g = key.geometry;
+                p.cmd("EVALSHA")
+                    .arg(self.scripts.snapshot_fixed.get_hash())
+                    .arg(2)
+                    .arg(&key.fx)
+                    .arg(&key.rsv)
+                    .arg(now_arg(*now_us))
+                    .arg(g.window_us)
+                    .arg(g.day_us)
+                    .arg(g.stale_us);
+            }
             Op::Snapshot { key, now_us, .. } => {
                 let g = key.geometry;
                 p.cmd("EVALSHA")
@@ -741,6 +838,7 @@ impl Worker {
                         let window = match r.a {
                             2 => WindowKind::Requests,
                             3 => WindowKind::Day,
+                            4 => WindowKind::Share,
                             _ => WindowKind::Tokens,
                         };
                         let room_at = (r.b >= 0).then(|| {

@@ -125,8 +125,9 @@ end
 /// tenth of the window (at least two sub-windows).
 ///
 /// Returns `{1, slot, day_slot, now_us, tokens, requests, day}` when
-/// admitted, `{0, window (1 tokens, 2 requests, 3 day), room_us (-1 never),
-/// now_us, tokens, requests, day}` when refused.
+/// admitted, `{0, window (1 tokens, 2 requests, 3 day, 4 the tenant's
+/// share), room_us (-1 never), now_us, tokens, requests, day}` when
+/// refused.
 const RESERVE: &str = r#"
 local now = now_us(ARGV[1])
 local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -182,7 +183,7 @@ if tenant then
       local share = math.max(math.floor(lt * tw / sumw), ct)
       if tus + ct > share then
         local x = slot_with_room(KEYS[4], tth, tus, K, share - ct) or (tth + 1)
-        refused, kind, room = true, 1, x * g
+        refused, kind, room = true, 4, x * g
       end
     end
   end
@@ -257,6 +258,205 @@ local _, ds = advance(KEYS[3], math.floor(now / dg), dK, ARGV[7], client_clock)
 return {now, ts, rs, ds}
 "#;
 
+/// Functions of the fixed-window scripts: the window hash `<base>:fx`
+/// (fields `w` window index, `u` usage settled in it, `q` requests admitted
+/// in it, `dw` day index, `du` usage settled in the day) and the
+/// reservations in flight `<base>:rsv` (one field per instance,
+/// `tokens:last_touch_us`; an instance not heard of for `stale` µs is
+/// pruned: it died with calls in flight).
+const FIXED: &str = r#"
+local function fixed_load(key, wi, di)
+  local v = redis.call('HMGET', key, 'w', 'u', 'q', 'dw', 'du')
+  local w, u, q, dw, du = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]), tonumber(v[5]) or 0
+  if w == nil or w < wi then w, u, q = wi, 0, 0 end
+  if dw == nil or dw < di then dw, du = di, 0 end
+  return w, u, q, dw, du
+end
+local function fixed_store(key, w, u, q, dw, du, ttl)
+  redis.call('HSET', key, 'w', f(w), 'u', f(math.max(u, 0)), 'q', f(math.max(q, 0)), 'dw', f(dw), 'du', f(math.max(du, 0)))
+  redis.call('PEXPIRE', key, ttl)
+end
+-- Sum of the live instances' reservations; prunes the dead ones.
+local function reserved_total(key, now, stale)
+  local all = redis.call('HGETALL', key)
+  local total = 0
+  for i = 1, #all, 2 do
+    local t, touch = string.match(all[i + 1], '^(%-?%d+):(%d+)$')
+    t, touch = tonumber(t), tonumber(touch)
+    if t == nil or touch + stale < now then
+      redis.call('HDEL', key, all[i])
+    elseif t > 0 then
+      total = total + t
+    end
+  end
+  return total
+end
+local function reserved_add(key, instance, amount, now, ttl)
+  local cur = redis.call('HGET', key, instance)
+  local t = 0
+  if cur then t = tonumber(string.match(cur, '^(%-?%d+):')) or 0 end
+  t = math.max(t + amount, 0)
+  redis.call('HSET', key, instance, f(t) .. ':' .. f(now))
+  redis.call('PEXPIRE', key, ttl)
+end
+"#;
+
+/// Reservation, fixed windows. KEYS: the window hash, the reservations
+/// hash; for a tenant also its token ring and the contention record.
+/// ARGV: now_us (-1 for the server's clock), window_us, day_us,
+/// limit_tokens, limit_requests (-1 none), limit_day (-1 none),
+/// charge_tokens, charge_requests, day_ttl_ms, instance, stale_us, g_us, K,
+/// ring_ttl_ms; for a tenant, its name and weight.
+///
+/// Admits iff settled in the window + every live instance's reservations +
+/// the charge fit (and the requests, and the day); with a tenant, the share
+/// rule of the sliding script, on the tenant's sliding ring. A refusal's
+/// room is the next window (or day), `-1` when the charge exceeds the
+/// limit. Returns the sliding script's shapes, with the window index as the
+/// slot and the tenant ring's slot as the day slot.
+const RESERVE_FIXED: &str = r#"
+local now = now_us(ARGV[1])
+local W, D = tonumber(ARGV[2]), tonumber(ARGV[3])
+local lt, lr, ld = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local ct, cr = tonumber(ARGV[7]), tonumber(ARGV[8])
+local g, K = tonumber(ARGV[12]), tonumber(ARGV[13])
+local wi, di = math.floor(now / W), math.floor(now / D)
+local w, u, q, dw, du = fixed_load(KEYS[1], wi, di)
+local rsv = reserved_total(KEYS[2], now, tonumber(ARGV[11]))
+local checks = {
+  {1, u + rsv, lt, ct, (w + 1) * W},
+  {2, q, lr, cr, (w + 1) * W},
+  {3, du + rsv, ld, ct, (dw + 1) * D},
+}
+local refused, kind, room = false, 0, nil
+for _, c in ipairs(checks) do
+  local lim, amount = c[3], c[4]
+  if lim >= 0 and c[2] + amount > lim then
+    local at = nil
+    if lim >= amount then at = c[5] end
+    local later
+    if not refused then later = true
+    elseif at ~= nil then later = (room ~= nil and at > room)
+    else later = true end
+    if later then kind = c[1]; room = at end
+    refused = true
+  end
+end
+local slot = math.floor(now / g)
+local tenant = #KEYS >= 4
+local tth, tus
+if tenant then
+  local reg, tname, tw = KEYS[4], ARGV[15], tonumber(ARGV[16])
+  tth, tus = advance(KEYS[3], slot, K, ARGV[14], client_clock)
+  if not refused then
+    local sumw, others = tw, false
+    local all = redis.call('HGETALL', reg)
+    for i = 1, #all, 2 do
+      local uu, ww = string.match(all[i + 1], '^(%d+):(%d+)$')
+      uu, ww = tonumber(uu), tonumber(ww)
+      if uu == nil or uu < now then
+        redis.call('HDEL', reg, all[i])
+      elseif all[i] ~= tname then
+        sumw = sumw + ww
+        others = true
+      end
+    end
+    if others then
+      local share = math.max(math.floor(lt * tw / sumw), ct)
+      if tus + ct > share then
+        local x = slot_with_room(KEYS[3], tth, tus, K, share - ct) or (tth + 1)
+        refused, kind, room = true, 4, x * g
+      end
+    end
+  end
+  if refused and room ~= nil then
+    local until_us = math.min(math.max(room, now), now + K * g) + math.max(2, math.ceil(K / 10)) * g
+    redis.call('HSET', reg, tname, f(until_us) .. ':' .. ARGV[16])
+    redis.call('PEXPIRE', reg, ARGV[14])
+  end
+end
+if refused then return {0, kind, room or -1, now, u + rsv, q, du + rsv} end
+q = q + cr
+fixed_store(KEYS[1], w, u, q, dw, du, ARGV[9])
+reserved_add(KEYS[2], ARGV[10], ct, now, ARGV[9])
+local used = slot
+if tenant then
+  if not live(slot, tth, K) then used = tth end
+  add(KEYS[3], used, tth, K, tus, ct)
+end
+return {1, w, used, now, u + rsv + ct, q, du + rsv + ct}
+"#;
+
+/// Settlement, fixed windows. KEYS: the window hash, the reservations
+/// hash, the applied-sequence hash; optional KEYS[4]: the tenant's ring.
+/// ARGV: now_us, window_us, day_us, kind (0 a reservation made in Redis,
+/// 1 a local reservation whose charges were merged, 2 the merge of local
+/// charges), window (of the reservation or merge; -1 none), ring slot,
+/// reserved_tokens, reserved_requests, actual_tokens, actual_requests,
+/// actual_day (merges), day_ttl_ms, instance field, seq, stale_us, g_us, K,
+/// ring_ttl_ms.
+///
+/// The real usage is billed to the current window; the reservation leaves
+/// this instance's in-flight count; the request stays in the window it was
+/// admitted in (refunded there if still current). Idempotent like the
+/// sliding script. Returns `{applied, window, day, now_us, tokens,
+/// requests, day_tokens}`.
+const SETTLE_FIXED: &str = r#"
+local now = now_us(ARGV[1])
+local W, D = tonumber(ARGV[2]), tonumber(ARGV[3])
+local wi, di = math.floor(now / W), math.floor(now / D)
+local w, u, q, dw, du = fixed_load(KEYS[1], wi, di)
+local stale = tonumber(ARGV[15])
+local seq = tonumber(ARGV[14])
+local last = tonumber(redis.call('HGET', KEYS[3], ARGV[13])) or 0
+if seq <= last then
+  local rsv = reserved_total(KEYS[2], now, stale)
+  return {0, -1, -1, now, u + rsv, q, du + rsv}
+end
+redis.call('HSET', KEYS[3], ARGV[13], ARGV[14])
+redis.call('PEXPIRE', KEYS[3], ARGV[12])
+local kind, win = tonumber(ARGV[4]), tonumber(ARGV[5])
+local rt, rr = tonumber(ARGV[7]), tonumber(ARGV[8])
+local at, ar, ad = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+if kind == 2 then
+  u, q, du = u + at, q + ar, du + ad
+  win = w
+else
+  if kind == 0 then
+    reserved_add(KEYS[2], ARGV[13], -rt, now, ARGV[12])
+    u, du = u + at, du + at
+  elseif win == w then
+    u, du = u + at - rt, du + at - rt
+  elseif at > rt then
+    u, du = u + at - rt, du + at - rt
+  end
+  if win == w then
+    q = q - rr + ar
+  elseif ar > rr then
+    q = q + ar - rr
+  end
+end
+fixed_store(KEYS[1], w, u, q, dw, du, ARGV[12])
+if #KEYS >= 4 and kind == 0 then
+  local g, K = tonumber(ARGV[16]), tonumber(ARGV[17])
+  local tth, tus = advance(KEYS[4], math.floor(now / g), K, ARGV[18], client_clock)
+  adjust(KEYS[4], tonumber(ARGV[6]), tth, K, tus, rt, at)
+end
+local rsv = reserved_total(KEYS[2], now, stale)
+return {1, win, dw, now, math.max(u, 0) + rsv, math.max(q, 0), math.max(du, 0) + rsv}
+"#;
+
+/// A snapshot, fixed windows. KEYS: the window hash, the reservations
+/// hash. ARGV: now_us, window_us, day_us, stale_us. Returns `{now_us,
+/// tokens, requests, day}`.
+const SNAPSHOT_FIXED: &str = r#"
+local now = now_us(ARGV[1])
+local W, D = tonumber(ARGV[2]), tonumber(ARGV[3])
+local w, u, q, dw, du = fixed_load(KEYS[1], math.floor(now / W), math.floor(now / D))
+local rsv = reserved_total(KEYS[2], now, tonumber(ARGV[4]))
+return {now, u + rsv, q, du + rsv}
+"#;
+
 /// Instance heartbeat. KEYS: the instances sorted set. ARGV: member,
 /// ttl_ms. Scores are expiry times on the server's clock; returns the
 /// number of live instances.
@@ -275,21 +475,36 @@ pub(crate) struct Scripts {
     pub(crate) reserve: Script,
     pub(crate) settle: Script,
     pub(crate) snapshot: Script,
+    pub(crate) reserve_fixed: Script,
+    pub(crate) settle_fixed: Script,
+    pub(crate) snapshot_fixed: Script,
     pub(crate) heartbeat: Script,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Self {
         let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        let with_fixed = |body: &str| Script::new(&format!("{COMMON}\n{FIXED}\n{body}"));
         Scripts {
             reserve: with_common(RESERVE),
             settle: with_common(SETTLE),
             snapshot: with_common(SNAPSHOT),
+            reserve_fixed: with_fixed(RESERVE_FIXED),
+            settle_fixed: with_fixed(SETTLE_FIXED),
+            snapshot_fixed: with_fixed(SNAPSHOT_FIXED),
             heartbeat: Script::new(HEARTBEAT),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 4] {
-        [&self.reserve, &self.settle, &self.snapshot, &self.heartbeat]
+    pub(crate) fn all(&self) -> [&Script; 7] {
+        [
+            &self.reserve,
+            &self.settle,
+            &self.snapshot,
+            &self.reserve_fixed,
+            &self.settle_fixed,
+            &self.snapshot_fixed,
+            &self.heartbeat,
+        ]
     }
 }

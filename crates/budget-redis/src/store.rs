@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower_bedrock_budget::{
     BudgetStore, Charge, InMemoryKey, InMemoryStore, Limits, Refusal, Reservation, StoreKey,
-    StoreSnapshot, TenantTag, WindowKind, WindowSpec,
+    StoreSnapshot, TenantTag, WindowKind, WindowMode, WindowSpec,
 };
 
 use crate::config::{Config, RedisStoreBuilder, TimeSource};
@@ -136,8 +136,9 @@ impl RedisStore {
         &self.inner.common.instance
     }
 
-    /// The Redis key prefix of one budget key: its hashes are
-    /// `<base>:tok`, `<base>:req`, `<base>:day` and `<base>:seq`.
+    /// The Redis key prefix of one budget key: its hashes are `<base>:fx`
+    /// and `<base>:rsv` (fixed windows) or `<base>:tok`, `<base>:req` and
+    /// `<base>:day` (sliding windows), and `<base>:seq`.
     pub fn key_base(&self, key: &str) -> String {
         self.inner.common.config.key_base(key)
     }
@@ -184,9 +185,13 @@ impl BudgetStore for RedisStore {
         let k = micros(spec.window).div_ceil(g_us);
         let dk = micros(spec.day).div_ceil(dg_us);
         let ms = |g: u64, k: u64| (2 * (k + 1)).saturating_mul(g).div_ceil(1000).max(1000);
+        let window_us = micros(spec.window);
         let shared = Arc::new(KeyShared {
             id,
             name: key.into(),
+            mode: spec.mode,
+            fx: format!("{base}:fx"),
+            rsv: format!("{base}:rsv"),
             tok: format!("{base}:tok"),
             req: format!("{base}:req"),
             day: format!("{base}:day"),
@@ -201,6 +206,12 @@ impl BudgetStore for RedisStore {
                 dk,
                 ttl_ms: ms(g_us, k),
                 day_ttl_ms: ms(dg_us, dk),
+                window_us,
+                day_us: micros(spec.day),
+                // A call in flight longer than this (and no other operation
+                // of its instance on the key) is taken for a dead
+                // instance's.
+                stale_us: window_us.saturating_mul(2).max(300_000_000),
             },
             spec: *spec,
             reserved_tokens: AtomicU64::new(0),
@@ -234,6 +245,12 @@ pub(crate) struct Geometry {
     pub(crate) dk: u64,
     pub(crate) ttl_ms: u64,
     pub(crate) day_ttl_ms: u64,
+    /// Fixed windows: the window and day lengths.
+    pub(crate) window_us: u64,
+    pub(crate) day_us: u64,
+    /// Fixed windows: after how long without news an instance's
+    /// reservations in flight are pruned.
+    pub(crate) stale_us: u64,
 }
 
 /// Window sums as Redis last reported them.
@@ -262,6 +279,11 @@ pub(crate) struct Local {
 pub(crate) struct KeyShared {
     pub(crate) id: usize,
     pub(crate) name: Box<str>,
+    /// Fixed (`<base>:fx`, `<base>:rsv`) or sliding (`<base>:tok`, `:req`,
+    /// `:day`) windows.
+    pub(crate) mode: WindowMode,
+    pub(crate) fx: String,
+    pub(crate) rsv: String,
     pub(crate) tok: String,
     pub(crate) req: String,
     pub(crate) day: String,
@@ -356,6 +378,15 @@ impl KeyShared {
         }
         let (result, first_use) = {
             let mut l = lock(&self.local);
+            // Fixed windows: the priming charge stands for the usage of the
+            // window it was read in, and leaves with it.
+            if self.mode == WindowMode::Fixed
+                && let Some(p) = l.pre
+                && p.slot < self.spec.index_at(now, self.spec.window)
+            {
+                l.key.settle(p, Charge::ZERO, now);
+                l.pre = None;
+            }
             let first_use = !l.used;
             if first_use {
                 // The local window starts where the shared one was last
@@ -369,7 +400,13 @@ impl KeyShared {
                     tokens: last.tokens / live,
                     requests: last.requests / live,
                 };
-                if pre != Charge::ZERO {
+                // Fixed windows: usage read in an earlier window is gone.
+                let stale = self.mode == WindowMode::Fixed
+                    && last.at.is_none_or(|at| {
+                        self.spec.index_at(at, self.spec.window)
+                            < self.spec.index_at(now, self.spec.window)
+                    });
+                if pre != Charge::ZERO && !stale {
                     let unlimited = Limits::tokens(u64::MAX);
                     let at = last.at.map_or(now, |at| at.min(now));
                     l.pre = l.key.reserve(unlimited, pre, at).into_inner().ok();
@@ -454,7 +491,18 @@ impl KeyShared {
                 Err(_) => None,
             }
         };
-        let sums = fresh.unwrap_or_else(|| *lock(&self.last));
+        let mut sums = fresh.unwrap_or_else(|| *lock(&self.last));
+        // Fixed windows: sums read in an earlier window say nothing of this
+        // one but the calls still in flight.
+        if fresh.is_none()
+            && self.mode == WindowMode::Fixed
+            && sums.at.is_some_and(|at| {
+                self.spec.index_at(at, self.spec.window) < self.spec.index_at(now, self.spec.window)
+            })
+        {
+            sums.tokens = self.reserved_tokens.load(Ordering::Relaxed);
+            sums.requests = 0;
+        }
         // In degraded mode, add what this process charged locally.
         let local = {
             let l = lock(&self.local);

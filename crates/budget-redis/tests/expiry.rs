@@ -6,14 +6,21 @@
 
 mod common;
 
+use tower_bedrock_core::Clock;
+
 use std::time::Duration;
 
 use redis::Commands;
-use tower_bedrock_budget::{BudgetStore, Charge, Limits, StoreKey, TenantTag, WindowSpec};
+use tower_bedrock_budget::{
+    BudgetStore, Charge, Limits, StoreKey, TenantTag, WindowMode, WindowSpec,
+};
 use tower_bedrock_budget_redis::RedisStore;
 
 #[tokio::test(flavor = "current_thread")]
 async fn every_key_expires_and_is_namespaced() {
+    let Some(_) = common::redis_or_skip("budget-redis expiry") else {
+        return;
+    };
     let prefix = common::unique_prefix("expiry");
     let store = RedisStore::builder(common::redis_url())
         .prefix(&prefix)
@@ -28,10 +35,17 @@ async fn every_key_expires_and_is_namespaced() {
         sub_windows: 10,
         day: Duration::from_secs(10),
         day_sub_windows: 10,
+        mode: WindowMode::Sliding,
+        clock: Clock::system(),
     };
-    for model in [
-        "amazon.nova-lite-v1:0",
-        "us.anthropic.claude-sonnet-4-20250514-v1:0",
+    let fixed = WindowSpec {
+        mode: WindowMode::Fixed,
+        ..spec
+    };
+    for (model, spec) in [
+        ("amazon.nova-lite-v1:0", spec),
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", spec),
+        ("meta.llama3-8b-instruct-v1:0", fixed),
     ] {
         let key = store.key(model, &spec);
         let now = tokio::time::Instant::now();
@@ -82,6 +96,16 @@ async fn every_key_expires_and_is_namespaced() {
             .any(|k| k.contains(":amazon.nova-lite-v1:0}:tok"))
     );
     assert!(keys.iter().any(|k| k.ends_with("}:instances")));
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with("llama3-8b-instruct-v1:0}:fx")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with("llama3-8b-instruct-v1:0}:rsv")),
+        "{keys:?}"
+    );
     assert!(keys.iter().any(|k| k.ends_with("}:t:quiet")), "{keys:?}");
     assert!(keys.iter().any(|k| k.ends_with("}:ten")), "{keys:?}");
 }

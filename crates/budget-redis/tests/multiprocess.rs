@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tower::Layer;
-use tower_bedrock_budget::Budget;
 use tower_bedrock_budget::testing::MockBedrock;
+use tower_bedrock_budget::{Budget, WindowMode};
 use tower_bedrock_budget_redis::RedisStore;
 
 use common::recording::Recording;
@@ -79,6 +79,8 @@ fn child_role() {
         assert!(store.wait_connected(Duration::from_secs(5)), "no Redis");
         let log = Arc::new(Mutex::new(Vec::new()));
         let budget = Budget::builder()
+            // The checks below are the sliding window's bounds.
+            .window_mode(WindowMode::Sliding)
             .window(WINDOW)
             .sub_windows(SUB_WINDOWS)
             .tokens_per_window(LIMIT)
@@ -113,6 +115,9 @@ fn three_processes_share_one_quota() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
+    let Some(url) = common::redis_or_skip("budget-redis multiprocess") else {
+        return;
+    };
     let prefix = common::unique_prefix("mp");
     let start = epoch_ms() + 1500;
     let exe = std::env::current_exe().unwrap();
@@ -121,6 +126,7 @@ fn three_processes_share_one_quota() {
             Command::new(&exe)
                 .args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
                 .env(ROLE, i.to_string())
+                .env("BUDGET_REDIS_URL", &url)
                 .env(PREFIX, &prefix)
                 .env(START, start.to_string())
                 .stdout(Stdio::piped())

@@ -11,17 +11,23 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_bedrock_budget::{
-    BudgetStore, Charge, Limits, Reservation, StoreKey, TenantTag, WindowKind, WindowSpec,
+    BudgetStore, Charge, Limits, Reservation, StoreKey, TenantTag, WindowKind, WindowMode,
+    WindowSpec,
 };
 use tower_bedrock_budget_redis::{RedisKey, RedisStore, TimeSource};
 use tower_bedrock_core::Clock;
 
-const SPEC: WindowSpec = WindowSpec {
-    window: Duration::from_secs(10),
-    sub_windows: 10,
-    day: Duration::from_secs(1000),
-    day_sub_windows: 10,
-};
+/// Sliding windows: the share rule is checked sub-window by sub-window.
+fn spec() -> WindowSpec {
+    WindowSpec {
+        window: Duration::from_secs(10),
+        sub_windows: 10,
+        day: Duration::from_secs(1000),
+        day_sub_windows: 10,
+        mode: WindowMode::Sliding,
+        clock: tower_bedrock_budget::testing::test_clock(),
+    }
+}
 const LIMITS: Limits = Limits::tokens(100);
 const CHARGE: Charge = Charge::call(10);
 
@@ -37,7 +43,7 @@ fn two_keys() -> (RedisKey, RedisKey) {
             .build()
             .unwrap();
         assert!(store.wait_connected(Duration::from_secs(5)), "no Redis");
-        store.key("model", &SPEC)
+        store.key("model", &spec())
     };
     (key(), key())
 }
@@ -72,7 +78,7 @@ async fn contend(wa: u32, wb: u32) -> (u64, u64) {
         ));
         tokio::time::advance(Duration::from_secs(1)).await;
     }
-    let span = SPEC.sub_windows as usize + 1;
+    let span = spec().sub_windows as usize + 1;
     for (i, w) in per_sec.windows(span).enumerate() {
         let sum: u64 = w.iter().map(|(a, b)| a + b).sum();
         assert!(
@@ -88,12 +94,18 @@ async fn contend(wa: u32, wb: u32) -> (u64, u64) {
 
 #[test]
 fn equal_weights_split_the_window_evenly() {
+    let Some(_) = common::redis_or_skip("budget-redis tenants") else {
+        return;
+    };
     let (a, b) = tower_bedrock_budget::testing::run_paused(|| contend(1, 1));
     assert_eq!((a, b), (50, 50));
 }
 
 #[test]
 fn weights_set_the_shares() {
+    let Some(_) = common::redis_or_skip("budget-redis tenants") else {
+        return;
+    };
     // Shares 75 and 25; with 10-token charges `a` holds 70 and `b` 20 (a
     // share is rounded down to whole charges, at least one: the 10 left
     // stay idle while both contend).
@@ -103,6 +115,9 @@ fn weights_set_the_shares() {
 
 #[test]
 fn refusal_by_share_and_refunds_adjust_the_tenant_usage() {
+    let Some(_) = common::redis_or_skip("budget-redis tenants") else {
+        return;
+    };
     tower_bedrock_budget::testing::run_paused(|| async {
         let (ka, kb) = two_keys();
         let (a, b) = (tag("a", 1), tag("b", 1));
@@ -134,7 +149,8 @@ fn refusal_by_share_and_refunds_adjust_the_tenant_usage() {
                 .unwrap_or_else(|r| panic!("b's charge {i} refused: {r:?}"));
         }
         let r = kb.reserve_for(b, LIMITS, CHARGE, now).await.unwrap_err();
-        assert_eq!(r.window, WindowKind::Tokens);
+        // Refused for its share (the budget then lets other tenants go).
+        assert_eq!(r.window, WindowKind::Share);
         let room = r.room_at.expect("room when b's usage slides out");
         assert!(room > now, "{room:?} after {now:?}");
         // `a`, at 40 of its 50 after the refunds, takes the last 10.
@@ -145,5 +161,78 @@ fn refusal_by_share_and_refunds_adjust_the_tenant_usage() {
         assert!(ka.reserve_for(a, LIMITS, CHARGE, now).await.is_err());
         let snap = kb.snapshot(now);
         assert_eq!(snap.tokens, 100);
+    });
+}
+
+/// Through the budget, two processes (two stores on one prefix): a tenant
+/// refused its share across processes is skipped for head selection until
+/// its retry time, so another tenant's request waiting behind it in the
+/// same process goes at once (no head-of-line blocking across tenants).
+#[test]
+fn a_tenant_refused_its_share_steps_aside() {
+    use tower::Layer;
+    use tower_bedrock_budget::Budget;
+    use tower_bedrock_budget::testing::{
+        MockBedrock, MockRequest, NOVA, run_paused, run_tasks, send, spawn, test_clock,
+    };
+    let Some(url) = common::redis_or_skip("budget-redis tenants") else {
+        return;
+    };
+    run_paused(|| async move {
+        let prefix = common::unique_prefix("step-aside");
+        let budget = || {
+            let store = RedisStore::builder(url.clone())
+                .prefix(prefix.clone())
+                .time_source(TimeSource::Client(test_clock()))
+                .build()
+                .unwrap();
+            assert!(store.wait_connected(Duration::from_secs(5)), "no Redis");
+            Budget::builder()
+                .clock(test_clock())
+                .window(Duration::from_secs(10))
+                .tokens_per_window(100)
+                .max_wait(Duration::from_secs(60))
+                .fixed_limits()
+                .build_with_store(store)
+                .unwrap()
+        };
+        let (one, two) = (budget(), budget());
+        let mock = MockBedrock::new(Duration::ZERO);
+        let t0 = Instant::now();
+        // Process two: `x` takes 60 of the 100, `z` the rest.
+        let mut x2 = two.tenant("x", 1).unwrap().layer().layer(mock.clone());
+        let mut z2 = two.tenant("z", 1).unwrap().layer().layer(mock.clone());
+        for id in 0..6 {
+            send(&mut x2, MockRequest::new(NOVA, id, 10, 0))
+                .await
+                .unwrap();
+        }
+        for id in 10..14 {
+            send(&mut z2, MockRequest::new(NOVA, id, 10, 0))
+                .await
+                .unwrap();
+        }
+        // Process one: `x` waits for the next window at the head, then `y`.
+        let mut x1 = one.tenant("x", 1).unwrap().layer().layer(mock.clone());
+        let mut y1 = one.tenant("y", 1).unwrap().layer().layer(mock.clone());
+        tokio::time::sleep_until(t0 + Duration::from_secs(1)).await;
+        let hx = spawn(&mut x1, MockRequest::new(NOVA, 20, 10, 0));
+        run_tasks().await;
+        tokio::time::sleep_until(t0 + Duration::from_secs(2)).await;
+        let hy = spawn(&mut y1, MockRequest::new(NOVA, 21, 10, 0));
+        run_tasks().await;
+        hy.await.unwrap().expect("y is admitted");
+        hx.await
+            .unwrap()
+            .expect("x is admitted once its usage slid out");
+        let at = |id| mock.calls().iter().find(|c| c.id == id).unwrap().at;
+        // `x` (60 of its share of 50 while `y` contends) is refused its
+        // share in the next window; `y` does not wait behind it.
+        assert!(
+            at(21) < t0 + Duration::from_millis(10_050),
+            "y waited until {:?}",
+            at(21) - t0
+        );
+        assert!(at(20) > at(21), "x went first");
     });
 }
