@@ -136,7 +136,9 @@ async fn quota_pressure_loses_no_request() {
 
     // A budget that believes in twice the real quota (another process
     // shares it): Bedrock throttles, the retry layer waits for the next
-    // window, the budget lowers its limit, and still nothing is lost.
+    // window, the budget holds the throttled window as full, and still
+    // nothing is lost. (The budget lowers its limit only when throttles
+    // repeat across windows: its own tests cover that.)
     let e = emulator(config()).await;
     let budget = Budget::builder()
         .window(WINDOW)
@@ -156,12 +158,9 @@ async fn quota_pressure_loses_no_request() {
     let c = e.counters();
     assert!(c.throttled_requests > 0, "{c:?}");
     assert_eq!(c.admitted, 40);
-    let snap = budget.snapshot(PRIMARY).unwrap();
-    assert!(
-        snap.effective.requests < snap.limits.requests
-            || snap.effective.tokens < snap.limits.tokens,
-        "the adaptive limit came down: {snap:?}"
-    );
+    // Each call was throttled at most once: its retry went out in a later
+    // window, which the budget did not overfill.
+    assert!(c.throttled_requests <= 40, "{c:?}");
     e.shutdown().await;
 }
 

@@ -1,4 +1,4 @@
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -9,7 +9,7 @@ pub(crate) const REANCHOR_EVERY: Duration = Duration::from_secs(60);
 
 /// The process-wide anchor of [`Clock::system`]: a wall-clock reading and
 /// the tokio instant it was taken at.
-static SYSTEM_ANCHOR: Mutex<Option<(Duration, Instant)>> = Mutex::new(None);
+static SYSTEM_ANCHOR: RwLock<Option<(Duration, Instant)>> = RwLock::new(None);
 
 /// Wall-clock time derived from tokio's monotonic clock.
 ///
@@ -63,25 +63,29 @@ enum Kind {
 }
 
 /// The system anchor, re-read when older (or newer, after a jump of the
-/// tokio clock) than [`REANCHOR_EVERY`].
+/// tokio clock) than [`REANCHOR_EVERY`]. Reads share the anchor; the wall
+/// clock and the tokio clock are read back to back when re-anchoring.
 fn system_anchor() -> (Duration, Instant) {
-    let now = Instant::now();
-    let mut anchor = SYSTEM_ANCHOR.lock().unwrap_or_else(|p| p.into_inner());
-    match *anchor {
-        Some((wall, mono))
-            if now.saturating_duration_since(mono) < REANCHOR_EVERY
-                && mono.saturating_duration_since(now) < REANCHOR_EVERY =>
-        {
-            (wall, mono)
-        }
-        _ => {
-            let wall = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO);
-            *anchor = Some((wall, now));
-            (wall, now)
-        }
+    let fresh = |anchor: &Option<(Duration, Instant)>| {
+        let now = Instant::now();
+        anchor.filter(|(_, mono)| {
+            now.saturating_duration_since(*mono) < REANCHOR_EVERY
+                && mono.saturating_duration_since(now) < REANCHOR_EVERY
+        })
+    };
+    if let Some(anchor) = fresh(&SYSTEM_ANCHOR.read().unwrap_or_else(|p| p.into_inner())) {
+        return anchor;
     }
+    let mut anchor = SYSTEM_ANCHOR.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(current) = fresh(&anchor) {
+        return current;
+    }
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let mono = Instant::now();
+    *anchor = Some((wall, mono));
+    (wall, mono)
 }
 
 impl Clock {
