@@ -538,7 +538,8 @@ impl Worker {
             .arg(g.ttl_ms)
             .arg(g.day_ttl_ms)
             .arg(&self.common.instance)
-            .arg(op.seq.unwrap_or(0));
+            .arg(op.seq.unwrap_or(0))
+            .arg(g.stale_us);
     }
 
     fn op_cmd(&self, p: &mut Pipeline, op: &Op) {
@@ -547,6 +548,7 @@ impl Worker {
                 key,
                 limits,
                 charge,
+                now,
                 now_us,
                 tenant,
                 ..
@@ -574,14 +576,18 @@ impl Worker {
                     .arg(g.g_us)
                     .arg(g.k)
                     .arg(g.ttl_ms);
-                if let Some(t) = tenant {
-                    p.arg(&*t.name).arg(t.weight);
-                }
+                match tenant {
+                    Some(t) => p.arg(&*t.name).arg(t.weight),
+                    None => p.arg("").arg(0),
+                };
+                let seed = key.seed(*now);
+                p.arg(seed[0]).arg(seed[1]).arg(seed[2]);
             }
             Op::Reserve {
                 key,
                 limits,
                 charge,
+                now,
                 now_us,
                 tenant,
                 ..
@@ -608,9 +614,12 @@ impl Worker {
                     .arg(charge.requests)
                     .arg(g.ttl_ms)
                     .arg(g.day_ttl_ms);
-                if let Some(t) = tenant {
-                    p.arg(&*t.name).arg(t.weight);
-                }
+                match tenant {
+                    Some(t) => p.arg(&*t.name).arg(t.weight),
+                    None => p.arg("").arg(0),
+                };
+                let seed = key.seed(*now);
+                p.arg(seed[0]).arg(seed[1]);
             }
             Op::Settle(s) => self.settle_cmd(p, s),
             Op::Snapshot { key, now_us, .. } if key.mode == WindowMode::Fixed => {

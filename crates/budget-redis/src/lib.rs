@@ -258,6 +258,21 @@
 //! - One over-count remains possible, in the safe direction: a reservation
 //!   whose reply was lost may have been charged in Redis and is charged
 //!   locally too; it leaves the window with it.
+//! - **Redis restarted empty** (the connection comes back, the keys are
+//!   gone): the next reservation of a key finds its window missing and
+//!   re-seeds it, in the same atomic script, with this instance's part of
+//!   the window as last seen (its usage divided by the live instances, if
+//!   seen in the current window) and, with fixed windows, its own calls in
+//!   flight; so the processes do not admit a second quota in the window
+//!   after the restart. With one instance, what is admitted after the
+//!   restart is at most the limit minus the usage seen before it
+//!   (`tests/faults.rs`, `restart_mid_window_reseeds_the_window`: 400 of
+//!   1000 left, 1000 admitted without the re-seed); with `N` instances the
+//!   seed is an estimate of each one's part.
+//! - The settlement sequence hash keeps one field per instance, with the
+//!   time it was last written; a field silent for longer than two windows
+//!   (at least five minutes: the instance died) is pruned when another
+//!   instance records a settlement (`tests/expiry.rs`).
 //! - Error bound. While degraded, each instance admits at most its share
 //!   in any window, so together at most the quota (if the live count was
 //!   right). Across a reconnect, the first instance back admits against a

@@ -93,6 +93,25 @@ local function adjust(key, slot, h, K, s, reserved, actual)
   if actual < reserved then return sub(key, slot, h, K, s, reserved - actual) end
   return add(key, slot, h, K, s, actual - reserved)
 end
+-- Settlement sequence numbers per instance: field = instance,
+-- value = 'seq:last_touch_us'. Fields of instances silent for `stale` µs
+-- (dead) are pruned when another is recorded.
+local function seq_last(key, instance)
+  local v = redis.call('HGET', key, instance)
+  if not v then return 0 end
+  return tonumber(string.match(v, '^(%d+)')) or 0
+end
+local function seq_record(key, instance, seq, now, stale, ttl)
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local touch = tonumber(string.match(all[i + 1], ':(%d+)$'))
+    if all[i] ~= instance and (touch == nil or touch + stale < now) then
+      redis.call('HDEL', key, all[i])
+    end
+  end
+  redis.call('HSET', key, instance, seq .. ':' .. string.format('%d', now))
+  redis.call('PEXPIRE', key, ttl)
+end
 -- The first slot after the head at which the sum will be <= target.
 local function slot_with_room(key, h, s, K, target)
   if s <= target then return nil end
@@ -112,9 +131,10 @@ end
 /// Reservation. KEYS: tokens, requests, day hashes. ARGV: now_us (-1 for
 /// the server's clock), g_us, K, day_g_us, day_K, limit_tokens,
 /// limit_requests (-1 none), limit_day (-1 none), charge_tokens,
-/// charge_requests, ttl_ms, day_ttl_ms; for a tenant, also KEYS: the
-/// tenant's token ring and the key's contention record, ARGV: tenant name,
-/// weight.
+/// charge_requests, ttl_ms, day_ttl_ms, tenant name and weight (empty and 0
+/// without a tenant), re-seed tokens and requests (applied only when the
+/// token ring does not exist: Redis restarted empty); for a tenant, also
+/// KEYS: the tenant's token ring and the key's contention record.
 ///
 /// With a tenant, a charge that fits the windows is still refused when
 /// other tenants contend (were refused and are waiting for room) and it
@@ -134,9 +154,17 @@ local g, K, dg, dK = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), to
 local lt, lr, ld = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local ct, cr = tonumber(ARGV[9]), tonumber(ARGV[10])
 local slot, dslot = math.floor(now / g), math.floor(now / dg)
+local seeded = redis.call('EXISTS', KEYS[1]) == 0 and tonumber(ARGV[15]) > 0
 local th, ts = advance(KEYS[1], slot, K, ARGV[11], client_clock)
 local rh, rs = advance(KEYS[2], slot, K, ARGV[11], client_clock)
 local dh, ds = advance(KEYS[3], dslot, dK, ARGV[12], client_clock)
+if seeded then
+  -- The rings are gone (Redis restarted empty): start from this instance's
+  -- part of the window as it was last seen.
+  ts = add(KEYS[1], th, th, K, ts, tonumber(ARGV[15]))
+  rs = add(KEYS[2], rh, rh, K, rs, tonumber(ARGV[16]))
+  ds = add(KEYS[3], dh, dh, dK, ds, tonumber(ARGV[15]))
+end
 local checks = {
   {1, KEYS[1], th, ts, lt, ct, K, g},
   {2, KEYS[2], rh, rs, lr, cr, K, g},
@@ -213,7 +241,8 @@ return {1, used, dused, now, ts, rs, ds}
 /// KEYS: tokens, requests, day, applied-sequence hash. ARGV: now_us, g_us,
 /// K, day_g_us, day_K, slot (-1: the current one), day_slot (-1),
 /// reserved_tokens, reserved_requests, reserved_day, actual_tokens,
-/// actual_requests, actual_day, ttl_ms, day_ttl_ms, instance field, seq;
+/// actual_requests, actual_day, ttl_ms, day_ttl_ms, instance field, seq,
+/// stale_us (a silent instance's sequence record is pruned after it);
 /// optional KEYS[5]: the tenant's token ring, adjusted too when the slot is
 /// given.
 ///
@@ -229,10 +258,9 @@ local th, ts = advance(KEYS[1], cur, K, ARGV[14], client_clock)
 local rh, rs = advance(KEYS[2], cur, K, ARGV[14], client_clock)
 local dh, ds = advance(KEYS[3], dcur, dK, ARGV[15], client_clock)
 local seq = tonumber(ARGV[17])
-local last = tonumber(redis.call('HGET', KEYS[4], ARGV[16])) or 0
+local last = seq_last(KEYS[4], ARGV[16])
 if seq <= last then return {0, -1, -1, now, ts, rs, ds} end
-redis.call('HSET', KEYS[4], ARGV[16], ARGV[17])
-redis.call('PEXPIRE', KEYS[4], ARGV[15])
+seq_record(KEYS[4], ARGV[16], ARGV[17], now, tonumber(ARGV[18]), ARGV[15])
 local slot, dslot = tonumber(ARGV[6]), tonumber(ARGV[7])
 if slot < 0 then slot = th end
 if dslot < 0 then dslot = dh end
@@ -306,7 +334,11 @@ end
 /// ARGV: now_us (-1 for the server's clock), window_us, day_us,
 /// limit_tokens, limit_requests (-1 none), limit_day (-1 none),
 /// charge_tokens, charge_requests, day_ttl_ms, instance, stale_us, g_us, K,
-/// ring_ttl_ms; for a tenant, its name and weight.
+/// ring_ttl_ms, the tenant's name and weight (empty and 0 without one), and
+/// the re-seed: settled tokens, requests, and this instance's tokens in
+/// flight, applied only when the window hash does not exist (Redis
+/// restarted empty; zero when the caller knows of no usage in this
+/// window).
 ///
 /// Admits iff settled in the window + every live instance's reservations +
 /// the charge fit (and the requests, and the day); with a tenant, the share
@@ -321,7 +353,19 @@ local lt, lr, ld = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local ct, cr = tonumber(ARGV[7]), tonumber(ARGV[8])
 local g, K = tonumber(ARGV[12]), tonumber(ARGV[13])
 local wi, di = math.floor(now / W), math.floor(now / D)
+local seeded = redis.call('EXISTS', KEYS[1]) == 0
+  and (tonumber(ARGV[17]) > 0 or tonumber(ARGV[19]) > 0)
 local w, u, q, dw, du = fixed_load(KEYS[1], wi, di)
+if seeded then
+  -- The window hash is gone (Redis restarted empty): start from this
+  -- instance's part of the window as it was last seen, and its own calls
+  -- in flight.
+  u, q, du = u + tonumber(ARGV[17]), q + tonumber(ARGV[18]), du + tonumber(ARGV[17])
+  fixed_store(KEYS[1], w, u, q, dw, du, ARGV[9])
+  if tonumber(ARGV[19]) > 0 and redis.call('HEXISTS', KEYS[2], ARGV[10]) == 0 then
+    reserved_add(KEYS[2], ARGV[10], tonumber(ARGV[19]), now, ARGV[9])
+  end
+end
 local rsv = reserved_total(KEYS[2], now, tonumber(ARGV[11]))
 local checks = {
   {1, u + rsv, lt, ct, (w + 1) * W},
@@ -408,13 +452,12 @@ local wi, di = math.floor(now / W), math.floor(now / D)
 local w, u, q, dw, du = fixed_load(KEYS[1], wi, di)
 local stale = tonumber(ARGV[15])
 local seq = tonumber(ARGV[14])
-local last = tonumber(redis.call('HGET', KEYS[3], ARGV[13])) or 0
+local last = seq_last(KEYS[3], ARGV[13])
 if seq <= last then
   local rsv = reserved_total(KEYS[2], now, stale)
   return {0, -1, -1, now, u + rsv, q, du + rsv}
 end
-redis.call('HSET', KEYS[3], ARGV[13], ARGV[14])
-redis.call('PEXPIRE', KEYS[3], ARGV[12])
+seq_record(KEYS[3], ARGV[13], ARGV[14], now, stale, ARGV[12])
 local kind, win = tonumber(ARGV[4]), tonumber(ARGV[5])
 local rt, rr = tonumber(ARGV[7]), tonumber(ARGV[8])
 local at, ar, ad = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])

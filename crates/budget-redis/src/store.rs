@@ -314,6 +314,32 @@ impl KeyShared {
         *last = Sums { at, ..sums };
     }
 
+    /// What a reservation re-seeds the window with if Redis lost it
+    /// (restarted empty): this instance's part of the window's usage as
+    /// last seen, if seen in the current window, and (fixed windows) its
+    /// own tokens in flight. `[tokens, requests, in flight]`.
+    pub(crate) fn seed(&self, now: Instant) -> [u64; 3] {
+        let last = *lock(&self.last);
+        let live = self.common.live.load(Ordering::Relaxed).max(1);
+        let mine = self.reserved_tokens.load(Ordering::Relaxed);
+        let current = last.at.is_some_and(|at| match self.mode {
+            WindowMode::Fixed => {
+                self.spec.index_at(at, self.spec.window)
+                    == self.spec.index_at(now, self.spec.window)
+            }
+            _ => now.saturating_duration_since(at) < self.spec.window,
+        });
+        if !current {
+            return [0, 0, mine];
+        }
+        let tokens = last.tokens / live;
+        match self.mode {
+            // The in-flight part is seeded apart.
+            WindowMode::Fixed => [tokens.saturating_sub(mine), last.requests / live, mine],
+            _ => [tokens, last.requests / live, 0],
+        }
+    }
+
     /// The Redis key of `tenant`'s token ring (made once per tenant).
     fn tenant_ring(&self, tenant: &str) -> Arc<str> {
         let mut rings = lock(&self.tenant_rings);

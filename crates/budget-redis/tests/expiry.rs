@@ -109,3 +109,64 @@ async fn every_key_expires_and_is_namespaced() {
     assert!(keys.iter().any(|k| k.ends_with("}:t:quiet")), "{keys:?}");
     assert!(keys.iter().any(|k| k.ends_with("}:ten")), "{keys:?}");
 }
+
+/// The settlement-sequence hash keeps one field per instance; the field of
+/// an instance silent for longer than the reservations' staleness (two
+/// windows, at least five minutes: it died) is pruned when another
+/// instance records a settlement.
+#[test]
+fn sequence_records_of_dead_instances_are_pruned() {
+    use tower_bedrock_budget::testing::{run_paused, test_clock};
+    use tower_bedrock_budget_redis::TimeSource;
+    let Some(url) = common::redis_or_skip("budget-redis expiry") else {
+        return;
+    };
+    run_paused(|| async move {
+        let prefix = common::unique_prefix("seq-prune");
+        let store = || {
+            let s = RedisStore::builder(url.clone())
+                .prefix(prefix.clone())
+                .time_source(TimeSource::Client(test_clock()))
+                .build()
+                .unwrap();
+            assert!(s.wait_connected(Duration::from_secs(5)), "no Redis");
+            s
+        };
+        let (a, b) = (store(), store());
+        let spec = WindowSpec {
+            window: Duration::from_secs(10),
+            sub_windows: 10,
+            day: Duration::from_secs(100),
+            day_sub_windows: 10,
+            mode: WindowMode::Fixed,
+            clock: test_clock(),
+        };
+        let (ka, kb) = (a.key("m", &spec), b.key("m", &spec));
+        let now = tokio::time::Instant::now();
+        let r = ka
+            .reserve(Limits::tokens(100), Charge::call(10), now)
+            .await
+            .unwrap();
+        ka.settle(r, Charge::call(5), now);
+        let mut conn = redis::Client::open(url.clone())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let seq = format!("{}:seq", a.key_base("m"));
+        // A fresh snapshot is ordered after the queued settlement.
+        ka.snapshot(now);
+        let fields: Vec<String> = conn.hkeys(&seq).unwrap();
+        assert_eq!(fields, vec![a.instance_id().to_owned()]);
+        // `a` falls silent for six minutes; `b` settles.
+        tokio::time::advance(Duration::from_secs(360)).await;
+        let now = tokio::time::Instant::now();
+        let r = kb
+            .reserve(Limits::tokens(100), Charge::call(10), now)
+            .await
+            .unwrap();
+        kb.settle(r, Charge::call(5), now);
+        kb.snapshot(now);
+        let fields: Vec<String> = conn.hkeys(&seq).unwrap();
+        assert_eq!(fields, vec![b.instance_id().to_owned()]);
+    });
+}

@@ -400,3 +400,71 @@ async fn degraded_share_is_divided_and_starts_from_the_shared_window() {
     assert!(ka.reserve(limits, call(1), now).await.is_err());
     server.resume();
 }
+
+/// Redis restarted (empty) in the middle of a fixed window: the next
+/// reservation re-seeds the window from this instance's last known usage,
+/// so the process does not admit a second quota in that window. Bound
+/// (one instance): what is admitted after the restart in the window is at
+/// most the limit minus the usage seen before it.
+#[tokio::test(flavor = "current_thread")]
+async fn restart_mid_window_reseeds_the_window() {
+    let Some(mut server) = RedisServer::start_or_skip("budget-redis faults") else {
+        return;
+    };
+    observed();
+    let prefix = common::unique_prefix("reseed");
+    // The caller's clock, anchored on a window boundary: the whole test
+    // runs in the first of its ten-minute windows.
+    let clock = tower_bedrock_budget::testing::test_clock();
+    let store = builder(&server.url(), &prefix)
+        .time_source(tower_bedrock_budget_redis::TimeSource::Client(clock))
+        .build()
+        .unwrap();
+    assert!(store.wait_connected(Duration::from_secs(5)));
+    let budget = Budget::builder()
+        .clock(clock)
+        .tokens_per_window(1000)
+        .window(Duration::from_secs(600))
+        .fixed_limits()
+        .max_wait(Duration::ZERO)
+        .build_with_store(store.clone())
+        .unwrap();
+    let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
+    let mut id = 0;
+    for _ in 0..6 {
+        id += 1;
+        svc.ready()
+            .await
+            .unwrap()
+            .call(MockRequest::new(MODEL, id, 100, 0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(budget.snapshot(MODEL).unwrap().tokens, 600);
+    server.restart();
+    let mut admitted = 0u64;
+    for _ in 0..20 {
+        id += 1;
+        let r = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(MockRequest::new(MODEL, id, 100, 0))
+            .await;
+        if r.is_ok() {
+            admitted += 100;
+        }
+    }
+    assert!(
+        admitted <= 400,
+        "admitted {admitted} tokens after the restart, over the 400 left"
+    );
+    assert!(admitted >= 300, "admitted only {admitted}");
+    let mut check = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let base = store.key_base(MODEL);
+    let settled: u64 = check.hget(format!("{base}:fx"), "u").unwrap();
+    assert!(settled >= 600 + admitted - 100, "{settled} in Redis");
+}
