@@ -76,6 +76,7 @@ macro_rules! budget_store_tests {
             store_contract_fixed,
             admits_up_to_the_limit_and_not_beyond,
             exact_fit_is_admitted,
+            reservations_wait_only_for_settlements,
             fixed_window_boundaries,
             window_refreshes,
             settlement_refunds_and_charges,
@@ -768,6 +769,43 @@ pub async fn exact_fit_is_admitted<St: BudgetStore>(store: St) {
         }
     }
     assert_eq!(ok, 9);
+}
+
+/// Twelve concurrent calls whose reservations (Claude 4: 5x burndown,
+/// `max_tokens` 8192) are far above what they use: the quota holds four
+/// reservations at once, and each of the others waits only for the
+/// settlement of calls admitted ahead of it, not for a pace or the next
+/// window; none is shed (issue 13's axum example: 7 of 12 were shed).
+pub async fn reservations_wait_only_for_settlements<St: BudgetStore>(store: St) {
+    let budget = builder()
+        .tokens_per_window(200_000)
+        .max_wait(Duration::from_secs(10))
+        .build_with_store(store)
+        .unwrap();
+    let latency = Duration::from_secs(2);
+    let mock = MockBedrock::new(latency);
+    let mut svc = budget.layer().layer(mock.clone());
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..12)
+        .map(|id| {
+            let req = MockRequest::new(SONNET4, id, 1000, 8192)
+                .reply(Reply::Usage(Usage::new(1000, 200)));
+            spawn(&mut svc, req)
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().expect("every call is answered");
+    }
+    let calls = mock.calls();
+    assert_eq!(calls.len(), 12);
+    let admitted_at = |n: usize| calls[n].at - t0;
+    // Four at once, four when those settle, four when those settle.
+    assert_eq!(admitted_at(3), Duration::ZERO);
+    assert_eq!(admitted_at(7), latency);
+    assert_eq!(admitted_at(11), 2 * latency);
+    let s = snapshot(&budget, SONNET4);
+    assert_eq!((s.tenants[0].sheds, s.reserved_tokens), (0, 0));
+    assert_eq!(s.tokens, 12 * 2000);
 }
 
 /// Fixed windows at their boundaries: the window starts empty on the
