@@ -4,6 +4,8 @@
 //! cargo run --example axum_gateway                 # against an in-process emulator
 //! curl -s localhost:3000/v1/chat -H 'x-tenant: app-a' \
 //!      -H 'content-type: application/json' -d '{"prompt":"Hello"}'
+//! curl -s localhost:3000/v1/chat -H 'x-tenant: app-a' -H 'x-request-timeout-ms: 5000' \
+//!      -H 'content-type: application/json' -d '{"prompt":"Hello"}'
 //! curl -sN localhost:3000/v1/chat/stream -H 'x-tenant: app-a' \
 //!      -H 'content-type: application/json' -d '{"prompt":"Hello"}'
 //! curl -s localhost:3000/metrics
@@ -26,11 +28,19 @@
 //!   kind, never content).
 //! - `GET /metrics`: every metric of the stack in the Prometheus text
 //!   format, with a `region` label on each series (see `monitoring/`).
-//! - Errors become HTTP answers: a local shed (the budget had no room) is
+//! - Errors become HTTP answers through `tower_bedrock::ErrorReply`
+//!   (feature `axum`): a local shed (the budget had no room) is
 //!   `429 Too Many Requests` with `Retry-After`; an open circuit is `503`
 //!   with `Retry-After`; Bedrock's own throttles and outages that the stack
-//!   could not absorb are `429` / `503`; invalid requests `400`; model
-//!   timeouts `504`. Bodies name the error class, never the prompt.
+//!   could not absorb are `429` / `503`; invalid requests (bad JSON, an
+//!   empty prompt, a missing `x-tenant`) `400`, an unknown tenant `403`;
+//!   timeouts `504`. Bodies are JSON, `{"error": {"class", "kind", "code",
+//!   "request_id", "retry_after_seconds"}}`, never the prompt.
+//! - Every call ends within the caller's `x-request-timeout-ms` (or
+//!   `grpc-timeout`), or `--request-timeout-secs` (20 s) when it sends
+//!   none: under load balancers' idle timeouts, so a throttle the stack
+//!   cannot absorb reaches the caller as a 429 with `Retry-After` while it
+//!   still listens.
 //!
 //! `--endpoint-url` points it at another Bedrock endpoint (a standalone
 //! emulator); `--real-bedrock` at Amazon Bedrock with the default
@@ -42,16 +52,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
-use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
-use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as Output, ConverseStreamOutput,
-    InferenceConfiguration, Message,
-};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -59,25 +64,26 @@ use clap::Parser;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceExt};
+use tower_bedrock::ErrorReply;
 use tower_bedrock::breaker::CircuitBreakHandle;
 use tower_bedrock::budget::{Budget, Limits};
+use tower_bedrock::caller::{CallerDeadline, call_within};
 use tower_bedrock::core::{
-    CallReport, Classification, Classified, ClassifiedError, ErrorClass, LocalRejection,
-    ReportsUsage,
+    CallReport, Classified, ClassifiedError, ClientKind, Clock, ReportsUsage,
 };
 use tower_bedrock::fallback::{Chain, Target};
+use tower_bedrock::sdk::aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use tower_bedrock::sdk::aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
+use tower_bedrock::sdk::aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseStreamOutput, InferenceConfiguration, Message,
+};
 use tower_bedrock::sdk::{
-    BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse,
+    BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse, ConverseSdkError,
     ConverseStreamCallError, ConverseStreamRequest, ConverseStreamResponse,
 };
 
-type SdkError = aws_sdk_bedrockruntime::error::SdkError<
-    aws_sdk_bedrockruntime::operation::converse::ConverseError,
-    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
->;
 /// The stack's error type.
-pub type ChatError = ClassifiedError<SdkError>;
+pub type ChatError = ClassifiedError<ConverseSdkError>;
 /// One tenant's stack.
 pub type ChatService = BoxCloneSyncService<ConverseRequest, ConverseResponse, ChatError>;
 /// The streaming stack's error type.
@@ -126,6 +132,11 @@ pub struct Settings {
     /// emulator in compressed time).
     #[arg(long, default_value_t = 60.0)]
     pub window_secs: f64,
+    /// Longest time a call may take when the caller sends no
+    /// `x-request-timeout-ms` (or `grpc-timeout`), and the cap on what it
+    /// sends, in seconds: under load balancers' idle timeouts.
+    #[arg(long, default_value_t = 20.0)]
+    pub request_timeout_secs: f64,
 }
 
 impl Settings {
@@ -143,6 +154,8 @@ pub struct AppState {
     model: Arc<str>,
     metrics: PrometheusHandle,
     breakers: CircuitBreakHandle,
+    deadline: CallerDeadline,
+    window: Duration,
 }
 
 impl AppState {
@@ -151,6 +164,46 @@ impl AppState {
     pub fn breakers(&self) -> &CircuitBreakHandle {
         &self.breakers
     }
+
+    /// The answer to a failed call (retry hints fall back to this
+    /// gateway's quota window).
+    fn reply(&self, e: &impl Classified) -> ErrorReply {
+        ErrorReply::from_error_in(e, &Clock::system(), self.window)
+    }
+}
+
+/// The caller's stack of `services`, by its `x-tenant` header.
+fn tenant<'a, S>(
+    services: &'a HashMap<String, S>,
+    headers: &HeaderMap,
+) -> Result<&'a S, ErrorReply> {
+    let name = headers
+        .get("x-tenant")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ErrorReply::client(ClientKind::Validation, "MissingTenant"))?;
+    services.get(name).ok_or(ErrorReply::client(
+        ClientKind::AccessDenied,
+        "UnknownTenant",
+    ))
+}
+
+/// The user's message; an empty prompt is refused.
+fn message(prompt: String) -> Result<Message, ErrorReply> {
+    if prompt.trim().is_empty() {
+        return Err(ErrorReply::client(ClientKind::Validation, "EmptyPrompt"));
+    }
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(prompt))
+        .build()
+        .map_err(|_| ErrorReply::client(ClientKind::Validation, "InvalidMessage"))
+}
+
+/// The answer's token cap: 512 unless asked, at most 8,192.
+fn inference(max_tokens: Option<u32>) -> InferenceConfiguration {
+    InferenceConfiguration::builder()
+        .max_tokens(max_tokens.unwrap_or(512).clamp(1, 8192) as i32)
+        .build()
 }
 
 /// Builds every tenant's stack over one SDK client.
@@ -207,12 +260,17 @@ pub fn state(
             .boxed_sync::<_, ConverseStreamRequest, _>(bedrock.clone());
         streams.insert(name.trim().to_owned(), stream);
     }
+    let timeout = Duration::from_secs_f64(settings.request_timeout_secs);
     Ok(AppState {
         tenants: Arc::new(tenants),
         streams: Arc::new(streams),
         model: Arc::from(settings.model.as_str()),
         metrics,
         breakers: layer.breaker_layer().handle(),
+        deadline: CallerDeadline::new()
+            .default_limit(timeout)
+            .max_limit(timeout),
+        window,
     })
 }
 
@@ -272,101 +330,35 @@ pub struct ChatAnswer {
     pub output_tokens: u64,
 }
 
-/// An error answer: the class of the failure, never request content.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ChatFailure {
-    /// The error class label (`local`, `throttled`, `unavailable`...).
-    pub error: String,
-    /// The kind label (`budget_exhausted`, `circuit_open`...).
-    pub kind: String,
-    /// A short description (class and code; no body).
-    pub message: String,
-}
-
 async fn chat(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<ChatRequest>,
-) -> Response {
-    let Some(tenant) = headers.get("x-tenant").and_then(|v| v.to_str().ok()) else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "client",
-            "tenant",
-            "missing x-tenant header",
-        );
-    };
-    let Some(svc) = state.tenants.get(tenant) else {
-        return failure(StatusCode::FORBIDDEN, "client", "tenant", "unknown tenant");
-    };
+    body: Result<Json<ChatRequest>, JsonRejection>,
+) -> Result<Json<ChatAnswer>, ErrorReply> {
+    let Json(body) = body?;
+    let svc = tenant(&state.tenants, &headers)?;
+    let limit = tower_bedrock::axum::caller_deadline(&state.deadline, &headers)?;
     let input = ConverseInput::builder()
         .model_id(&*state.model)
-        .messages(
-            match Message::builder()
-                .role(ConversationRole::User)
-                .content(ContentBlock::Text(body.prompt))
-                .build()
-            {
-                Ok(m) => m,
-                Err(_) => {
-                    return failure(
-                        StatusCode::BAD_REQUEST,
-                        "client",
-                        "validation",
-                        "bad message",
-                    );
-                }
-            },
-        )
-        .inference_config(
-            InferenceConfiguration::builder()
-                .max_tokens(body.max_tokens.unwrap_or(512).min(8192) as i32)
-                .build(),
-        )
-        .build();
-    let Ok(input) = input else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "client",
-            "validation",
-            "bad request",
-        );
-    };
+        .messages(message(body.prompt)?)
+        .inference_config(inference(body.max_tokens))
+        .build()
+        .map_err(|_| ErrorReply::client(ClientKind::Validation, "InvalidRequest"))?;
     let report = CallReport::new();
-    let mut svc = svc.clone();
-    let answer = match svc.ready().await {
-        Ok(ready) => {
-            ready
-                .call(ConverseRequest::new(input).with_report(report.clone()))
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let request = ConverseRequest::new(input).with_report(report.clone());
+    let answer = call_within(&mut svc.clone(), request, limit)
+        .await
+        .map_err(|e| state.reply(&e))?;
     let summary = report.summary();
-    match answer {
-        Ok(answer) => {
-            let usage = answer.usage().unwrap_or_default();
-            let text = match &answer.output.output {
-                Some(Output::Message(m)) => m
-                    .content
-                    .iter()
-                    .filter_map(|c| c.as_text().ok().cloned())
-                    .collect::<Vec<_>>()
-                    .join(""),
-                _ => String::new(),
-            };
-            Json(ChatAnswer {
-                text,
-                model: summary.served_by.clone().unwrap_or_default(),
-                degraded: summary.degraded(),
-                attempts: summary.attempts,
-                input_tokens: usage.input_tokens,
-                output_tokens: usage.output_tokens,
-            })
-            .into_response()
-        }
-        Err(e) => error_response(&e),
-    }
+    let usage = answer.usage().unwrap_or_default();
+    Ok(Json(ChatAnswer {
+        text: answer.text(),
+        model: summary.served_by.clone().unwrap_or_default(),
+        degraded: summary.degraded(),
+        attempts: summary.attempts,
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+    }))
 }
 
 /// The last event of a successful stream.
@@ -394,63 +386,26 @@ pub struct StreamDelta {
 async fn chat_stream(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<ChatRequest>,
-) -> Response {
-    let Some(tenant) = headers.get("x-tenant").and_then(|v| v.to_str().ok()) else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "client",
-            "tenant",
-            "missing x-tenant header",
-        );
-    };
-    let Some(svc) = state.streams.get(tenant) else {
-        return failure(StatusCode::FORBIDDEN, "client", "tenant", "unknown tenant");
-    };
-    let Ok(message) = Message::builder()
-        .role(ConversationRole::User)
-        .content(ContentBlock::Text(body.prompt))
-        .build()
-    else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "client",
-            "validation",
-            "bad message",
-        );
-    };
-    let Ok(input) = ConverseStreamInput::builder()
+    body: Result<Json<ChatRequest>, JsonRejection>,
+) -> Result<Response, ErrorReply> {
+    let Json(body) = body?;
+    let svc = tenant(&state.streams, &headers)?;
+    let limit = tower_bedrock::axum::caller_deadline(&state.deadline, &headers)?;
+    let input = ConverseStreamInput::builder()
         .model_id(&*state.model)
-        .messages(message)
-        .inference_config(
-            InferenceConfiguration::builder()
-                .max_tokens(body.max_tokens.unwrap_or(512).min(8192) as i32)
-                .build(),
-        )
+        .messages(message(body.prompt)?)
+        .inference_config(inference(body.max_tokens))
         .build()
-    else {
-        return failure(
-            StatusCode::BAD_REQUEST,
-            "client",
-            "validation",
-            "bad request",
-        );
-    };
+        .map_err(|_| ErrorReply::client(ClientKind::Validation, "InvalidRequest"))?;
     let report = CallReport::new();
     // Retries and fallbacks happen here, before anything is sent: the
-    // stack answers once the stream's first event has arrived.
-    let opened = match svc.clone().ready().await {
-        Ok(ready) => {
-            ready
-                .call(ConverseStreamRequest::new(input).with_report(report.clone()))
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match opened {
-        Ok(answer) => Sse::new(sse_events(answer, report)).into_response(),
-        Err(e) => classified_response(e.classification(), &e.to_string()),
-    }
+    // stack answers once the stream's first event has arrived (within the
+    // caller's limit; the stream itself then runs to its end).
+    let request = ConverseStreamRequest::new(input).with_report(report.clone());
+    let answer = call_within(&mut svc.clone(), request, limit)
+        .await
+        .map_err(|e| state.reply(&e))?;
+    Ok(Sse::new(sse_events(answer, report, state.window)).into_response())
 }
 
 /// The stream's events as SSE: `delta`s, then `done`, or `error` when the
@@ -458,8 +413,9 @@ async fn chat_stream(
 fn sse_events(
     answer: ConverseStreamResponse,
     report: CallReport,
+    window: Duration,
 ) -> impl futures_util::Stream<Item = Result<Event, axum::Error>> {
-    futures_util::stream::unfold(Some((answer, report)), |state| async move {
+    futures_util::stream::unfold(Some((answer, report)), move |state| async move {
         let (mut answer, report) = state?;
         loop {
             match answer.recv().await {
@@ -486,64 +442,14 @@ fn sse_events(
                     return Some((event, None));
                 }
                 Err(e) => {
-                    let c = e.classification();
-                    let event = Event::default().event("error").json_data(ChatFailure {
-                        error: c.class.label().to_owned(),
-                        kind: c.class.kind_label().to_owned(),
-                        message: e.to_string(),
-                    });
-                    return Some((event, None));
+                    // The same JSON as an error answer.
+                    let reply = ErrorReply::from_error_in(&e, &Clock::system(), window);
+                    let event = Event::default().event("error").data(reply.json_body());
+                    return Some((Ok(event), None));
                 }
             }
         }
     })
-}
-
-/// Maps the stack's error to an HTTP answer.
-pub fn error_response(e: &ChatError) -> Response {
-    classified_response(e.classification(), &e.to_string())
-}
-
-/// Maps a classified failure to an HTTP answer (`message` names the class
-/// and code, never content).
-pub fn classified_response(c: &Classification, message: &str) -> Response {
-    let status = match c.class {
-        // Refused here, without reaching Bedrock: come back later.
-        ErrorClass::Local(LocalRejection::CircuitOpen) => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorClass::Local(LocalRejection::RequestTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorClass::Local(_) => StatusCode::TOO_MANY_REQUESTS,
-        ErrorClass::Throttled(_) | ErrorClass::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
-        ErrorClass::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorClass::ModelTimeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorClass::Client(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    let mut response = failure(status, c.class.label(), c.class.kind_label(), message);
-    let retry_after = c.retry_after.or(match status {
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-            Some(Duration::from_secs(1))
-        }
-        _ => None,
-    });
-    if let Some(after) = retry_after {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-    }
-    response
-}
-
-fn failure(status: StatusCode, error: &str, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(ChatFailure {
-            error: error.to_owned(),
-            kind: kind.to_owned(),
-            message: message.to_owned(),
-        }),
-    )
-        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -2,7 +2,17 @@
 //!
 //! ```text
 //! cargo run --example tonic_service      # against an in-process emulator
+//! cargo run --example tonic_service -- --client "Hello"            # ask it
+//! cargo run --example tonic_service -- --client "Hello" --stream   # AskStream
 //! ```
+//!
+//! The client mode calls a running service (`--listen`, 127.0.0.1:50051 by
+//! default) as tenant `--tenant` (app-a) with a `--timeout-secs` (10)
+//! deadline, sent as `grpc-timeout`, and prints the answer, or the status
+//! with its `grpc-retry-pushback-ms`. Any gRPC client works the same way,
+//! e.g. `grpcurl -plaintext -import-path examples/proto -proto chat.proto
+//! -H 'x-tenant: app-a' -max-time 10 -d '{"prompt":"Hello"}'
+//! 127.0.0.1:50051 towerbedrock.chat.v1.Chat/Ask`.
 //!
 //! The API is `examples/proto/chat.proto` (`towerbedrock.chat.v1.Chat/Ask`,
 //! and `AskStream`, the answer as a server stream);
@@ -10,13 +20,19 @@
 //! so no protoc is needed to build. Each caller names its application in an
 //! `x-tenant` metadata entry and gets its own share of one token budget.
 //!
-//! Errors become gRPC status codes: a local shed (the budget had no room)
-//! or a throttle the stack could not absorb is `RESOURCE_EXHAUSTED` with a
-//! `retry-after` metadata entry (seconds); open circuits and Bedrock
-//! outages are `UNAVAILABLE` (also with `retry-after`); invalid requests
-//! `INVALID_ARGUMENT`; model timeouts `DEADLINE_EXCEEDED`; an unknown
-//! tenant `UNAUTHENTICATED`. Messages name the error class, never the
-//! prompt.
+//! Errors become gRPC statuses through `tower_bedrock::ErrorReply`
+//! (feature `tonic`): a local shed (the budget had no room) or a throttle
+//! the stack could not absorb is `RESOURCE_EXHAUSTED` with
+//! `grpc-retry-pushback-ms` metadata (when to come back, in milliseconds);
+//! open circuits and Bedrock outages are `UNAVAILABLE` (also with the
+//! pushback); invalid requests (an empty prompt included)
+//! `INVALID_ARGUMENT`; timeouts `DEADLINE_EXCEEDED`; a missing or unknown
+//! tenant `UNAUTHENTICATED`. Messages start with `class/kind` and never
+//! hold the prompt.
+//!
+//! Every call ends within the client's `grpc-timeout`, or
+//! `--request-timeout-secs` (20 s) when it sends none: a throttle the stack
+//! cannot absorb reaches the client while it still waits.
 //!
 //! `AskStream` goes through the same stack for ConverseStream. The stream
 //! starts once Bedrock's first event has arrived, so a failure before it
@@ -32,26 +48,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_bedrockruntime::operation::converse::ConverseInput;
-use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
-use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as Output, ConverseStreamOutput,
-    InferenceConfiguration, Message,
-};
 use clap::Parser;
-use tonic::metadata::MetadataValue;
-use tonic::{Code, Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceExt};
+use tower_bedrock::ErrorReply;
 use tower_bedrock::breaker::CircuitBreakHandle;
 use tower_bedrock::budget::Budget;
+use tower_bedrock::caller::{CallerDeadline, call_within};
 use tower_bedrock::core::{
-    CallReport, Classification, Classified, ClassifiedError, ErrorClass, LocalRejection,
-    ReportsUsage,
+    CallReport, Classified, ClassifiedError, ClientKind, Clock, ReportsUsage,
 };
 use tower_bedrock::fallback::{Chain, Target};
+use tower_bedrock::sdk::aws_sdk_bedrockruntime::operation::converse::ConverseInput;
+use tower_bedrock::sdk::aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamInput;
+use tower_bedrock::sdk::aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseStreamOutput, InferenceConfiguration, Message,
+};
 use tower_bedrock::sdk::{
-    BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse,
+    BedrockClientBuilder, BedrockService, ConverseRequest, ConverseResponse, ConverseSdkError,
     ConverseStreamCallError, ConverseStreamRequest, ConverseStreamResponse,
 };
 
@@ -62,15 +77,12 @@ pub mod proto {
 }
 
 use proto::ask_event::Event;
+use proto::chat_client::ChatClient;
 use proto::chat_server::{Chat, ChatServer};
 use proto::{AskEvent, AskReply, AskRequest};
 
-type SdkError = aws_sdk_bedrockruntime::error::SdkError<
-    aws_sdk_bedrockruntime::operation::converse::ConverseError,
-    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
->;
 /// The stack's error type.
-pub type ChatError = ClassifiedError<SdkError>;
+pub type ChatError = ClassifiedError<ConverseSdkError>;
 type ChatService = BoxCloneSyncService<ConverseRequest, ConverseResponse, ChatError>;
 /// The streaming stack's error type.
 pub type ChatStreamError = ClassifiedError<ConverseStreamCallError>;
@@ -109,6 +121,23 @@ pub struct Settings {
     /// Longest wait for budget before a request is shed, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub max_wait_secs: f64,
+    /// Longest time a call may take when the client sends no
+    /// `grpc-timeout`, and the cap on what it sends, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub request_timeout_secs: f64,
+    /// Client mode: ask a running service (at --listen) this prompt.
+    #[arg(long, value_name = "PROMPT")]
+    pub client: Option<String>,
+    /// Client mode: the tenant to ask as.
+    #[arg(long, default_value = "app-a")]
+    pub tenant: String,
+    /// Client mode: use AskStream and print the answer as it arrives.
+    #[arg(long)]
+    pub stream: bool,
+    /// Client mode: the call's deadline (sent as `grpc-timeout`), in
+    /// seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout_secs: f64,
 }
 
 impl Settings {
@@ -125,6 +154,8 @@ pub struct Gateway {
     streams: Arc<HashMap<String, ChatStreamService>>,
     model: Arc<str>,
     breakers: CircuitBreakHandle,
+    deadline: CallerDeadline,
+    window: Duration,
 }
 
 impl Gateway {
@@ -176,11 +207,16 @@ impl Gateway {
                     .boxed_sync::<_, ConverseStreamRequest, _>(bedrock.clone());
             streams.insert(name.trim().to_owned(), stream);
         }
+        let timeout = Duration::from_secs_f64(settings.request_timeout_secs);
         Ok(Gateway {
             tenants: Arc::new(tenants),
             streams: Arc::new(streams),
             model: Arc::from(settings.model.as_str()),
             breakers: layer.breaker_layer().handle(),
+            deadline: CallerDeadline::new()
+                .default_limit(timeout)
+                .max_limit(timeout),
+            window,
         })
     }
 
@@ -193,63 +229,77 @@ impl Gateway {
     pub fn into_server(self) -> ChatServer<Gateway> {
         ChatServer::new(self)
     }
+
+    /// The status of a failed call (retry hints fall back to this
+    /// service's quota window).
+    fn status(&self, e: &impl Classified) -> Status {
+        ErrorReply::from_error_in(e, &Clock::system(), self.window).into()
+    }
+}
+
+/// The caller's stack of `services`, by its `x-tenant` metadata.
+fn tenant<'a, S>(
+    services: &'a HashMap<String, S>,
+    metadata: &MetadataMap,
+) -> Result<&'a S, Status> {
+    let name = metadata
+        .get("x-tenant")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Status::unauthenticated("missing x-tenant metadata"))?;
+    services
+        .get(name)
+        .ok_or_else(|| Status::unauthenticated("unknown tenant"))
+}
+
+/// The user's message; an empty prompt is refused.
+fn message(prompt: String) -> Result<Message, Status> {
+    if prompt.trim().is_empty() {
+        return Err(ErrorReply::client(ClientKind::Validation, "EmptyPrompt").into());
+    }
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(prompt))
+        .build()
+        .map_err(|_| ErrorReply::client(ClientKind::Validation, "InvalidMessage").into())
+}
+
+/// The answer's token cap: 512 when zero, at most 8,192.
+fn inference(max_tokens: u32) -> InferenceConfiguration {
+    let n = if max_tokens == 0 {
+        512
+    } else {
+        max_tokens.min(8192)
+    };
+    InferenceConfiguration::builder()
+        .max_tokens(n as i32)
+        .build()
+}
+
+fn invalid_request<E>(_: E) -> Status {
+    ErrorReply::client(ClientKind::Validation, "InvalidRequest").into()
 }
 
 #[tonic::async_trait]
 impl Chat for Gateway {
     async fn ask(&self, request: Request<AskRequest>) -> Result<Response<AskReply>, Status> {
-        let tenant = request
-            .metadata()
-            .get("x-tenant")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("missing x-tenant metadata"))?;
-        let mut svc = self
-            .tenants
-            .get(tenant)
-            .ok_or_else(|| Status::unauthenticated("unknown tenant"))?
-            .clone();
+        let svc = tenant(&self.tenants, request.metadata())?;
+        let limit = tower_bedrock::tonic::caller_deadline(&self.deadline, request.metadata())?;
         let ask = request.into_inner();
-        let max_tokens = if ask.max_tokens == 0 {
-            512
-        } else {
-            ask.max_tokens.min(8192)
-        };
-        let message = Message::builder()
-            .role(ConversationRole::User)
-            .content(ContentBlock::Text(ask.prompt))
-            .build()
-            .map_err(|_| Status::invalid_argument("invalid message"))?;
         let input = ConverseInput::builder()
             .model_id(&*self.model)
-            .messages(message)
-            .inference_config(
-                InferenceConfiguration::builder()
-                    .max_tokens(max_tokens as i32)
-                    .build(),
-            )
+            .messages(message(ask.prompt)?)
+            .inference_config(inference(ask.max_tokens))
             .build()
-            .map_err(|_| Status::invalid_argument("invalid request"))?;
+            .map_err(invalid_request)?;
         let report = CallReport::new();
-        let answer = svc
-            .ready()
+        let request = ConverseRequest::new(input).with_report(report.clone());
+        let answer = call_within(&mut svc.clone(), request, limit)
             .await
-            .map_err(|e| status(&e))?
-            .call(ConverseRequest::new(input).with_report(report.clone()))
-            .await
-            .map_err(|e| status(&e))?;
+            .map_err(|e| self.status(&e))?;
         let s = report.summary();
         let usage = answer.usage().unwrap_or_default();
-        let text = match &answer.output.output {
-            Some(Output::Message(m)) => m
-                .content
-                .iter()
-                .filter_map(|c| c.as_text().ok().cloned())
-                .collect::<Vec<_>>()
-                .join(""),
-            _ => String::new(),
-        };
         Ok(Response::new(AskReply {
-            text,
+            text: answer.text(),
             model: s.served_by.clone().unwrap_or_default(),
             degraded: s.degraded(),
             attempts: s.attempts,
@@ -265,48 +315,23 @@ impl Chat for Gateway {
         &self,
         request: Request<AskRequest>,
     ) -> Result<Response<Self::AskStreamStream>, Status> {
-        let tenant = request
-            .metadata()
-            .get("x-tenant")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("missing x-tenant metadata"))?;
-        let mut svc = self
-            .streams
-            .get(tenant)
-            .ok_or_else(|| Status::unauthenticated("unknown tenant"))?
-            .clone();
+        let svc = tenant(&self.streams, request.metadata())?;
+        let limit = tower_bedrock::tonic::caller_deadline(&self.deadline, request.metadata())?;
         let ask = request.into_inner();
-        let max_tokens = if ask.max_tokens == 0 {
-            512
-        } else {
-            ask.max_tokens.min(8192)
-        };
-        let message = Message::builder()
-            .role(ConversationRole::User)
-            .content(ContentBlock::Text(ask.prompt))
-            .build()
-            .map_err(|_| Status::invalid_argument("invalid message"))?;
         let input = ConverseStreamInput::builder()
             .model_id(&*self.model)
-            .messages(message)
-            .inference_config(
-                InferenceConfiguration::builder()
-                    .max_tokens(max_tokens as i32)
-                    .build(),
-            )
+            .messages(message(ask.prompt)?)
+            .inference_config(inference(ask.max_tokens))
             .build()
-            .map_err(|_| Status::invalid_argument("invalid request"))?;
+            .map_err(invalid_request)?;
         let report = CallReport::new();
         // Retries and fallbacks happen here: the stack answers once the
-        // stream's first event has arrived.
-        let answer = svc
-            .ready()
+        // stream's first event has arrived (within the caller's limit).
+        let request = ConverseStreamRequest::new(input).with_report(report.clone());
+        let answer = call_within(&mut svc.clone(), request, limit)
             .await
-            .map_err(|e| classified_status(e.classification(), &e.to_string()))?
-            .call(ConverseStreamRequest::new(input).with_report(report.clone()))
-            .await
-            .map_err(|e| classified_status(e.classification(), &e.to_string()))?;
-        Ok(Response::new(Box::pin(events(answer, report))))
+            .map_err(|e| self.status(&e))?;
+        Ok(Response::new(Box::pin(events(answer, report, self.window))))
     }
 }
 
@@ -322,8 +347,9 @@ fn chain<Req>(settings: &Settings) -> Chain<Req> {
 fn events(
     answer: ConverseStreamResponse,
     report: CallReport,
+    window: Duration,
 ) -> impl futures_util::Stream<Item = Result<AskEvent, Status>> + Send + 'static {
-    futures_util::stream::unfold(Some((answer, report)), |state| async move {
+    futures_util::stream::unfold(Some((answer, report)), move |state| async move {
         let (mut answer, report) = state?;
         loop {
             match answer.recv().await {
@@ -354,7 +380,7 @@ fn events(
                     return Some((Ok(event), None));
                 }
                 Err(e) => {
-                    let status = classified_status(e.classification(), &e.to_string());
+                    let status = ErrorReply::from_error_in(&e, &Clock::system(), window).into();
                     return Some((Err(status), None));
                 }
             }
@@ -362,40 +388,60 @@ fn events(
     })
 }
 
-/// Maps the stack's error to a gRPC status.
-pub fn status(e: &ChatError) -> Status {
-    classified_status(e.classification(), &e.to_string())
-}
-
-/// Maps a classified failure to a gRPC status (`message` names the class
-/// and code, never content).
-pub fn classified_status(c: &Classification, message: &str) -> Status {
-    let code = match c.class {
-        ErrorClass::Local(LocalRejection::CircuitOpen) => Code::Unavailable,
-        ErrorClass::Local(LocalRejection::RequestTooLarge) => Code::InvalidArgument,
-        ErrorClass::Local(LocalRejection::DeadlineExceeded) => Code::DeadlineExceeded,
-        ErrorClass::Local(_) => Code::ResourceExhausted,
-        ErrorClass::Throttled(_) | ErrorClass::QuotaExceeded => Code::ResourceExhausted,
-        ErrorClass::Unavailable(_) => Code::Unavailable,
-        ErrorClass::ModelTimeout => Code::DeadlineExceeded,
-        ErrorClass::Client(_) => Code::InvalidArgument,
-        _ => Code::Unknown,
-    };
-    let mut status = Status::new(
-        code,
-        format!("{}/{}: {message}", c.class.label(), c.class.kind_label()),
-    );
-    let retry_after = c.retry_after.or(match code {
-        Code::ResourceExhausted | Code::Unavailable => Some(Duration::from_secs(1)),
-        _ => None,
+/// Client mode: asks the service at `settings.listen` and prints the
+/// answer (or the status and when to come back).
+pub async fn ask_as_client(
+    settings: &Settings,
+    prompt: String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut chat = ChatClient::connect(format!("http://{}", settings.listen)).await?;
+    let mut request = Request::new(AskRequest {
+        prompt,
+        max_tokens: 0,
     });
-    if let Some(after) = retry_after {
-        let secs = (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1);
-        if let Ok(v) = MetadataValue::try_from(secs.to_string()) {
-            status.metadata_mut().insert("retry-after", v);
+    request
+        .metadata_mut()
+        .insert("x-tenant", settings.tenant.parse()?);
+    request.set_timeout(Duration::from_secs_f64(settings.timeout_secs));
+    let failed = |status: Status| -> Box<dyn std::error::Error> {
+        let pushback = status
+            .metadata()
+            .get(tower_bedrock::tonic::RETRY_PUSHBACK_MS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        format!(
+            "{:?}: {} (grpc-retry-pushback-ms: {pushback})",
+            status.code(),
+            status.message()
+        )
+        .into()
+    };
+    let done = if settings.stream {
+        let mut events = chat.ask_stream(request).await.map_err(failed)?.into_inner();
+        let mut done = None;
+        while let Some(event) = events.message().await.map_err(failed)? {
+            match event.event {
+                Some(Event::Text(text)) => print!("{text}"),
+                Some(Event::Done(reply)) => done = Some(reply),
+                None => {}
+            }
         }
-    }
-    status
+        println!();
+        done.ok_or("the stream ended without its done event")?
+    } else {
+        let reply = chat.ask(request).await.map_err(failed)?.into_inner();
+        println!("{}", reply.text);
+        reply
+    };
+    eprintln!(
+        "model {}{}, {} attempt(s), {} input and {} output tokens",
+        done.model,
+        if done.degraded { " (fallback)" } else { "" },
+        done.attempts,
+        done.input_tokens,
+        done.output_tokens
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -405,6 +451,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // AWS SDK's TRACE output of prompts, completions and the access key id
     // out of the log at every level (see tower_bedrock::logging).
     tower_bedrock::logging::try_init("warn")?;
+    if let Some(prompt) = settings.client.clone() {
+        return ask_as_client(&settings, prompt).await;
+    }
     let mut emulator = None;
     let mut client = BedrockClientBuilder::new().region(settings.region.clone());
     if !settings.real_bedrock {

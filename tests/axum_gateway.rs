@@ -4,12 +4,15 @@
 //! shed as 429 with Retry-After, open circuits as 503 with Retry-After,
 //! `/metrics` in the Prometheus format with model and region labels, and
 //! the Server-Sent Events endpoint: the answer streamed, a fallback before
-//! the first token, a typed error event after it.
+//! the first token, a typed error event after it; bad JSON and empty
+//! prompts answered in JSON; a throttle the stack cannot absorb reaching
+//! the caller as a 429 with Retry-After within its deadline.
 
 #[path = "../examples/axum_gateway.rs"]
 mod gateway;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_bedrock_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule, Latency};
@@ -39,9 +42,20 @@ async fn http(
     tenant: Option<&str>,
     body: &str,
 ) -> Answer {
+    let headers: Vec<(&str, &str)> = tenant.map(|t| ("x-tenant", t)).into_iter().collect();
+    http_with(addr, method, path, &headers, body).await
+}
+
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n");
-    if let Some(t) = tenant {
-        req.push_str(&format!("x-tenant: {t}\r\n"));
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     if !body.is_empty() {
         req.push_str(&format!(
@@ -119,8 +133,50 @@ async fn the_gateway_answers_falls_back_sheds_and_reports() {
     // Tenants are checked.
     let a = http(addr, "POST", "/v1/chat", None, CHAT).await;
     assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "MissingTenant");
     let a = http(addr, "POST", "/v1/chat", Some("mallory"), CHAT).await;
     assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "UnknownTenant");
+
+    // Bad input is answered in JSON, without echoing it; nothing is sent.
+    let a = http(
+        addr,
+        "POST",
+        "/v1/chat",
+        Some("app-a"),
+        r#"{"prompt": "Hello"#,
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(a.json()["error"]["code"], "InvalidJson");
+    assert!(!a.body.contains("Hello"), "{}", a.body);
+    for path in ["/v1/chat", "/v1/chat/stream"] {
+        let a = http(addr, "POST", path, Some("app-a"), r#"{"prompt": " "}"#).await;
+        assert_eq!(a.status, 400, "{path}: {}", a.body);
+        assert_eq!(
+            (
+                a.json()["error"]["class"].as_str(),
+                a.json()["error"]["code"].as_str()
+            ),
+            (Some("client"), Some("EmptyPrompt"))
+        );
+    }
+    let a = http_with(
+        addr,
+        "POST",
+        "/v1/chat",
+        &[("x-tenant", "app-a"), ("x-request-timeout-ms", "soon")],
+        CHAT,
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "InvalidTimeout");
+    assert_eq!(emulator.counters().requests, 0);
 
     // The primary answers.
     let a = http(addr, "POST", "/v1/chat", Some("app-a"), CHAT).await;
@@ -151,11 +207,12 @@ async fn the_gateway_answers_falls_back_sheds_and_reports() {
         .unwrap();
     // Room comes back as the 60 s window slides (rounded up).
     assert!((1..=61).contains(&retry_after), "{retry_after}");
-    let j = a.json();
+    let j = &a.json()["error"];
     assert_eq!(
-        (j["error"].as_str(), j["kind"].as_str()),
+        (j["class"].as_str(), j["kind"].as_str()),
         (Some("local"), Some("budget_exhausted"))
     );
+    assert_eq!(j["retry_after_seconds"], retry_after);
     assert!(!a.body.contains("Hello there"), "no prompt in errors");
     assert_eq!(emulator.counters().requests, sent);
 
@@ -165,7 +222,7 @@ async fn the_gateway_answers_falls_back_sheds_and_reports() {
     let a = http(addr, "POST", "/v1/chat", Some("app-a"), CHAT).await;
     assert_eq!(a.status, 503, "{}", a.body);
     assert!(a.header("retry-after").is_some());
-    assert_eq!(a.json()["kind"], "circuit_open");
+    assert_eq!(a.json()["error"]["kind"], "circuit_open");
     assert_eq!(emulator.counters().requests, sent);
 
     // Metrics, with model and region labels.
@@ -333,7 +390,10 @@ async fn the_gateway_streams_falls_back_before_the_first_token_and_types_late_er
     let (last, failure) = events.last().unwrap();
     assert_eq!(last, "error", "{events:?}");
     assert_eq!(
-        (failure["error"].as_str(), failure["kind"].as_str()),
+        (
+            failure["error"]["class"].as_str(),
+            failure["error"]["kind"].as_str()
+        ),
         (Some("unavailable"), Some("service"))
     );
     assert!(!events.iter().any(|(e, _)| e == "done"));
@@ -352,7 +412,82 @@ async fn the_gateway_streams_falls_back_before_the_first_token_and_types_late_er
     breakers.force_open(&settings.fallback_model);
     let a = http(addr, "POST", "/v1/chat/stream", Some("app-a"), ASK).await;
     assert_eq!(a.status, 503, "{}", a.body);
-    assert_eq!(a.json()["kind"], "circuit_open");
+    assert_eq!(a.json()["error"]["kind"], "circuit_open");
+
+    server.abort();
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_the_stack_cannot_absorb_reaches_the_caller_as_429_within_its_deadline() {
+    // Bedrock's token-rate throttle on every model, on every call: real
+    // 60 s windows, so the default retry would wait minutes for one.
+    let emulator = Emulator::start(EmulatorConfig::builder().output_tokens(8).build().unwrap())
+        .await
+        .unwrap();
+    emulator
+        .set_faults(vec![FaultRule::new(FaultKind::TooManyTokens)])
+        .unwrap();
+    assert!(gateway::Settings::defaults().request_timeout_secs < 30.0);
+    // A 3 s default keeps the test short; the default's own bound is
+    // tested with paused time in tests/error_reply.rs.
+    let settings = gateway::Settings {
+        model: "anthropic.claude-3-haiku-20240307-v1:0".into(),
+        request_timeout_secs: 3.0,
+        ..gateway::Settings::defaults()
+    };
+    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
+        .region("us-east-1")
+        .endpoint_url(emulator.endpoint_url())
+        .static_credentials("AKIDEXAMPLE", "not-a-secret")
+        .build()
+        .await
+        .unwrap();
+    let metrics = gateway::prometheus("us-east-1").handle();
+    let state = gateway::state(&settings, client, metrics).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, gateway::router(state)).await.unwrap();
+    });
+
+    let check = |a: &Answer, took: Duration, limit: Duration| -> serde_json::Value {
+        assert_eq!(a.status, 429, "{}", a.body);
+        assert!(took < limit + Duration::from_secs(1), "took {took:?}");
+        let after: u64 = a
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!((1..=61).contains(&after), "{after}");
+        let j = a.json()["error"].clone();
+        assert_eq!(j["retry_after_seconds"], after, "{j}");
+        j
+    };
+    // No timeout sent: the gateway's own limit. Bedrock's throttle, as
+    // Bedrock said it.
+    let start = Instant::now();
+    let a = http(addr, "POST", "/v1/chat", Some("app-a"), CHAT).await;
+    let j = check(&a, start.elapsed(), Duration::from_secs(3));
+    assert_eq!(
+        (j["class"].as_str(), j["kind"].as_str(), j["code"].as_str()),
+        (
+            Some("throttled"),
+            Some("token_rate"),
+            Some("ThrottlingException")
+        )
+    );
+    assert!(j["request_id"].is_string(), "{j}");
+    // The caller's own, shorter limit. The throttle told the budget the
+    // window's tokens are spent: it sheds the call locally, saying when
+    // the next window brings room (nothing is sent to Bedrock meanwhile).
+    let sent = emulator.counters().requests;
+    let start = Instant::now();
+    let headers = [("x-tenant", "app-a"), ("x-request-timeout-ms", "1500")];
+    let a = http_with(addr, "POST", "/v1/chat", &headers, CHAT).await;
+    let j = check(&a, start.elapsed(), Duration::from_millis(1500));
+    assert!(j["class"] == "throttled" || j["class"] == "local", "{j}");
+    assert!(emulator.counters().requests <= sent + 1);
 
     server.abort();
     emulator.shutdown().await;

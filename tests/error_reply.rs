@@ -193,6 +193,11 @@ async fn a_throttle_without_hint_comes_back_at_the_next_window() {
     assert!(status.metadata().get("retry-after").is_none());
     assert!(!status.message().contains(SECRET), "{}", status.message());
     assert!(
+        status.message().starts_with("throttled/token_rate: "),
+        "{}",
+        status.message()
+    );
+    assert!(
         status.message().contains("ThrottlingException") && status.message().contains("req-1234"),
         "{}",
         status.message()
@@ -222,6 +227,24 @@ async fn a_refusal_keeps_its_own_hint() {
     let response = ErrorReply::from(open).into_response();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+}
+
+#[test]
+fn a_deadline_refusal_that_knows_when_room_comes_back_is_a_shed() {
+    // The budget had no room before the call's deadline: come back in 44 s.
+    let shed = Rejection::new(LocalRejection::DeadlineExceeded)
+        .with_retry_after(Duration::from_secs(44))
+        .with_key("anthropic.claude-3-haiku");
+    let reply = ErrorReply::from(shed);
+    assert_eq!(reply.http_status(), 429);
+    assert_eq!(reply.grpc_code(), tonic::Code::ResourceExhausted);
+    let response = reply.into_response();
+    assert_eq!(response.headers()[header::RETRY_AFTER], "44");
+    // Out of time, with nothing to say about later: a timeout.
+    let late = ErrorReply::from(Rejection::new(LocalRejection::DeadlineExceeded));
+    assert_eq!(late.http_status(), 504);
+    assert_eq!(late.grpc_code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(late.retry_after(), None);
 }
 
 #[tokio::test(start_paused = true)]

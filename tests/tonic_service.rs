@@ -1,16 +1,18 @@
 //! The tonic example driven over loopback with its generated gRPC client,
 //! the real SDK underneath talking to the in-process emulator: answers,
 //! tenant checks, the fallback serving once the primary's budget is spent,
-//! a local shed as RESOURCE_EXHAUSTED with `retry-after`, open circuits as
-//! UNAVAILABLE; and the server-streaming method: the answer streamed, a
-//! fallback before the first token, a typed status after it.
+//! a local shed as RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms`, open
+//! circuits as UNAVAILABLE, empty prompts as INVALID_ARGUMENT, a throttle
+//! the stack cannot absorb answered within the client's `grpc-timeout`;
+//! the server-streaming method: the answer streamed, a fallback before the
+//! first token, a typed status after it; and the example's client mode.
 
 #[path = "../examples/tonic_service.rs"]
 mod service;
 
 use service::proto::AskRequest;
 use service::proto::chat_client::ChatClient;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::server::TcpIncoming;
 
@@ -69,6 +71,18 @@ async fn the_grpc_service_answers_falls_back_sheds_and_maps_errors() {
     assert_eq!(e.code(), Code::Unauthenticated);
     let e = chat.ask(ask(Some("mallory"))).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    // So are prompts, before anything is sent.
+    let mut empty = ask(Some("app-a"));
+    empty.get_mut().prompt = "  ".into();
+    let e = chat.ask(empty).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("EmptyPrompt"), "{}", e.message());
+    assert_eq!(
+        e.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "-1",
+        "do not retry"
+    );
+    assert_eq!(emulator.counters().requests, 0);
 
     // The primary answers.
     let reply = chat.ask(ask(Some("app-a"))).await.unwrap().into_inner();
@@ -87,15 +101,15 @@ async fn the_grpc_service_answers_falls_back_sheds_and_maps_errors() {
     let sent = emulator.counters().requests;
     let e = chat.ask(ask(Some("app-c"))).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    let retry_after: u64 = e
+    let pushback_ms: u64 = e
         .metadata()
-        .get("retry-after")
-        .expect("retry-after")
+        .get("grpc-retry-pushback-ms")
+        .expect("grpc-retry-pushback-ms")
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=61).contains(&retry_after), "{retry_after}");
+    assert!((1..=61_000).contains(&pushback_ms), "{pushback_ms}");
     assert!(
         e.message().starts_with("local/budget_exhausted"),
         "{}",
@@ -109,7 +123,7 @@ async fn the_grpc_service_answers_falls_back_sheds_and_maps_errors() {
     breakers.force_open(&settings.fallback_model);
     let e = chat.ask(ask(Some("app-a"))).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    assert!(e.metadata().get("retry-after").is_some());
+    assert!(e.metadata().get("grpc-retry-pushback-ms").is_some());
     assert!(
         e.message().starts_with("local/circuit_open"),
         "{}",
@@ -271,6 +285,110 @@ async fn the_grpc_stream_falls_back_before_the_first_token_and_ends_with_a_typed
         "{}",
         e.message()
     );
+
+    server.abort();
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_is_answered_within_the_clients_deadline_and_the_client_mode_asks() {
+    let emulator = Emulator::start(EmulatorConfig::builder().output_tokens(6).build().unwrap())
+        .await
+        .unwrap();
+    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
+        .region("us-east-1")
+        .endpoint_url(emulator.endpoint_url())
+        .static_credentials("AKIDEXAMPLE", "not-a-secret")
+        .build()
+        .await
+        .unwrap();
+    assert!(service::Settings::defaults().request_timeout_secs < 30.0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = service::Settings {
+        model: "anthropic.claude-3-haiku-20240307-v1:0".into(),
+        listen: addr,
+        ..service::Settings::defaults()
+    };
+    let gateway = service::Gateway::new(&settings, client).unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(gateway.into_server())
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+
+    // The example's client mode asks the running service, streaming or not.
+    service::ask_as_client(&settings, "Hello there".into())
+        .await
+        .unwrap();
+    let streaming = service::Settings {
+        stream: true,
+        ..settings.clone()
+    };
+    service::ask_as_client(&streaming, "Hello there".into())
+        .await
+        .unwrap();
+    assert_eq!(emulator.counters().requests, 2);
+
+    // A model that takes 5 s, a client that waits 1 s: the service's own
+    // answer (the stack's call ended at the client's deadline, less the
+    // margin), not the transport's cancellation.
+    emulator
+        .set_faults(vec![FaultRule::new(FaultKind::Stall { ms: 5_000 })])
+        .unwrap();
+    let mut request = ask(Some("app-b"));
+    request.set_timeout(Duration::from_secs(1));
+    let start = Instant::now();
+    let mut chat = ChatClient::connect(format!("http://{addr}")).await.unwrap();
+    let e = chat.ask(request).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(
+        e.message().starts_with("local/deadline_exceeded: "),
+        "{}",
+        e.message()
+    );
+
+    // Bedrock throttles every call on every model (real 60 s windows): the
+    // answer comes within the client's 2 s grpc-timeout, with a pushback.
+    emulator
+        .set_faults(vec![FaultRule::new(FaultKind::TooManyTokens)])
+        .unwrap();
+    let mut request = ask(Some("app-a"));
+    request.set_timeout(Duration::from_secs(2));
+    let start = Instant::now();
+    let e = chat.ask(request).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().starts_with("throttled/token_rate: "),
+        "{}",
+        e.message()
+    );
+    let pushback_ms: u64 = e
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("grpc-retry-pushback-ms")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61_000).contains(&pushback_ms), "{pushback_ms}");
+    // The client mode reports the status and the pushback.
+    let failed = service::ask_as_client(&settings, "Hello there".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(failed.starts_with("ResourceExhausted: "), "{failed}");
+    assert!(failed.contains("grpc-retry-pushback-ms: "), "{failed}");
 
     server.abort();
     emulator.shutdown().await;

@@ -141,10 +141,11 @@ pub mod chat_client {
             self
         }
         /// One question, one answer. Errors: RESOURCE_EXHAUSTED (with a
-        /// `retry-after` metadata entry, in seconds) when the stack sheds the call
+        /// `grpc-retry-pushback-ms` metadata entry) when the stack sheds the call
         /// or Bedrock throttles it; UNAVAILABLE when every model's circuit is open
-        /// or Bedrock is unavailable; INVALID_ARGUMENT for invalid requests;
-        /// DEADLINE_EXCEEDED for model timeouts; UNAUTHENTICATED without a known
+        /// or Bedrock is unavailable; INVALID_ARGUMENT for invalid requests (an
+        /// empty prompt); DEADLINE_EXCEEDED for timeouts (the call ends within
+        /// the client's grpc-timeout); UNAUTHENTICATED without a known
         /// `x-tenant` metadata entry.
         pub async fn ask(
             &mut self,
@@ -214,10 +215,11 @@ pub mod chat_server {
     #[async_trait]
     pub trait Chat: std::marker::Send + std::marker::Sync + 'static {
         /// One question, one answer. Errors: RESOURCE_EXHAUSTED (with a
-        /// `retry-after` metadata entry, in seconds) when the stack sheds the call
+        /// `grpc-retry-pushback-ms` metadata entry) when the stack sheds the call
         /// or Bedrock throttles it; UNAVAILABLE when every model's circuit is open
-        /// or Bedrock is unavailable; INVALID_ARGUMENT for invalid requests;
-        /// DEADLINE_EXCEEDED for model timeouts; UNAUTHENTICATED without a known
+        /// or Bedrock is unavailable; INVALID_ARGUMENT for invalid requests (an
+        /// empty prompt); DEADLINE_EXCEEDED for timeouts (the call ends within
+        /// the client's grpc-timeout); UNAUTHENTICATED without a known
         /// `x-tenant` metadata entry.
         async fn ask(
             &self,

@@ -35,7 +35,8 @@ use crate::stack::DEFAULT_WINDOW;
 /// | `Throttled(_)`, `QuotaExceeded` | 429 | `RESOURCE_EXHAUSTED` |
 /// | `Local(BudgetExhausted)` (shed by the budget) | 429 | `RESOURCE_EXHAUSTED` |
 /// | `Unavailable(_)`, `Local(CircuitOpen)`, `Local(RetryBudgetExhausted)` | 503 | `UNAVAILABLE` |
-/// | `ModelTimeout`, `Local(DeadlineExceeded)` | 504 | `DEADLINE_EXCEEDED` |
+/// | `Local(DeadlineExceeded)` with a retry hint (the budget had no room before the call's deadline, and says when it will) | 429 | `RESOURCE_EXHAUSTED` |
+/// | `ModelTimeout`, `Local(DeadlineExceeded)` without a hint | 504 | `DEADLINE_EXCEEDED` |
 /// | `Local(RequestTooLarge)` | 413 | `INVALID_ARGUMENT` |
 /// | `Client(Validation)`, `Client(Other)` | 400 | `INVALID_ARGUMENT` |
 /// | `Client(ModelError)` (the model failed on this input) | 422 | `INVALID_ARGUMENT` |
@@ -147,7 +148,21 @@ impl ErrorReply {
 
     /// The HTTP status for this reply (see the table on the type).
     pub fn http_status(&self) -> u16 {
-        self.http_status.unwrap_or_else(|| http_status(&self.class))
+        self.http_status.unwrap_or_else(|| {
+            if self.is_shed() {
+                429
+            } else {
+                http_status(&self.class)
+            }
+        })
+    }
+
+    /// A deadline refusal that knows when room comes back: the budget
+    /// could not admit the call before its deadline. To the caller that is
+    /// a shed (come back then), not a timeout.
+    pub(crate) fn is_shed(&self) -> bool {
+        self.class == ErrorClass::Local(LocalRejection::DeadlineExceeded)
+            && self.retry_after.is_some()
     }
 }
 

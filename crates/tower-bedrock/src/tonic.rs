@@ -2,8 +2,9 @@
 //! statuses, the caller's deadline from `grpc-timeout`.
 //!
 //! - [`ErrorReply`] converts into a [`Status`]: the code from the error's
-//!   class (see the table on [`ErrorReply`]), a message naming the class,
-//!   the code and the request id (never the prompt or an error message),
+//!   class (see the table on [`ErrorReply`]), a message naming the class
+//!   (`throttled/token_rate: ...`), the code and the request id (never the
+//!   prompt or an error message),
 //!   and `grpc-retry-pushback-ms` metadata, the retry hint gRPC clients
 //!   read (gRFC A6): the milliseconds to wait when the caller may come
 //!   back, `-1` ("do not retry") when coming back does not help.
@@ -48,7 +49,11 @@ pub const RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
 impl ErrorReply {
     /// The gRPC code of this reply (see the table on [`ErrorReply`]).
     pub fn grpc_code(&self) -> Code {
-        grpc_code(&self.class())
+        if self.is_shed() {
+            Code::ResourceExhausted
+        } else {
+            grpc_code(&self.class())
+        }
     }
 }
 
@@ -76,7 +81,10 @@ fn grpc_code(class: &ErrorClass) -> Code {
 
 impl From<ErrorReply> for Status {
     fn from(reply: ErrorReply) -> Status {
-        let mut status = Status::new(reply.grpc_code(), reply.to_string());
+        // `class/kind: ...`: a prefix for programs, then the reply's words.
+        let class = reply.class();
+        let message = format!("{}/{}: {reply}", class.label(), class.kind_label());
+        let mut status = Status::new(reply.grpc_code(), message);
         let pushback = match reply.retry_after() {
             Some(after) => {
                 let ms = after.as_millis() + u128::from(after.subsec_nanos() % 1_000_000 > 0);
