@@ -7,6 +7,11 @@
 //! reservation, inner call, settlement to the reported usage) over an inner
 //! service that answers at once, and through the store alone (reserve +
 //! settle). Limits are high enough that nothing waits.
+//!
+//! `backlog_drain` measures the other path: `n` requests waiting for the
+//! next window (paused time), then admitted one after the other as the
+//! window opens. The time per request should not grow with `n` (queue
+//! removal and waker hand-over are O(log n), not a scan of the queue).
 
 use std::future::{Ready, ready};
 use std::hint::black_box;
@@ -198,7 +203,7 @@ fn memory_per_key(c: &mut Criterion) {
     let store_bytes = budget.store_key(MODEL).memory_bytes();
     println!(
         "memory per key: {bytes} bytes ({store_bytes} in the in-memory store's windows, \
-         default geometry 100 + 24 sub-windows, one tenant)"
+         fixed windows (the default), one tenant)"
     );
     // Creating a key (first call with a new model id) costs a store entry.
     let store = InMemoryStore::new();
@@ -208,5 +213,45 @@ fn memory_per_key(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, single_threaded, contended, memory_per_key);
+fn backlog_drain(c: &mut Criterion) {
+    use tower_bedrock_budget::testing::{
+        MockBedrock, MockRequest, NOVA, run_paused, send, spawn, test_clock,
+    };
+    let mut g = c.benchmark_group("backlog_drain");
+    g.sample_size(10);
+    for n in [500u64, 2000, 8000] {
+        g.throughput(criterion::Throughput::Elements(n));
+        g.bench_function(format!("{n}_waiters"), |b| {
+            b.iter(|| {
+                run_paused(|| async move {
+                    let budget = Budget::builder()
+                        .clock(test_clock())
+                        .tokens_per_window(n)
+                        .max_wait(Duration::from_secs(600))
+                        .build()
+                        .expect("valid budget");
+                    let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
+                    send(&mut svc, MockRequest::new(NOVA, 0, n, 0))
+                        .await
+                        .expect("fills the window");
+                    let handles: Vec<_> = (1..=n)
+                        .map(|id| spawn(&mut svc, MockRequest::new(NOVA, id, 1, 0)))
+                        .collect();
+                    for h in handles {
+                        h.await.expect("task").expect("admitted in the next window");
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    single_threaded,
+    contended,
+    memory_per_key,
+    backlog_drain
+);
 criterion_main!(benches);
