@@ -136,7 +136,9 @@
 //! Redis store makes exactly the in-memory store's decisions
 //! (`tests/differential.rs` checks this on seeded random sequences in both
 //! modes, and `tests/behaviour.rs` runs the budget's whole behavioural
-//! suite against this store).
+//! suite against this store, on the caller's clock because the suite steps
+//! tokio's paused time across windows; `tests/redis_clock.rs` checks both
+//! modes through the budget on Redis's own clock, in real time).
 //!
 //! ## Time, and the error bound across processes
 //!
