@@ -166,7 +166,11 @@
 //! tries again, so nobody polls Redis. Within a process, a settlement also
 //! wakes the head waiter at once. A refund made by *another* process is
 //! not signalled: the waiter may sleep until its computed time although
-//! room appeared earlier (conservative; bounded by that time). Pub/sub on
+//! room appeared earlier (conservative; bounded by that time). With fixed
+//! windows, when it is calls in flight (of any process) that hold the
+//! room, the computed time is a twentieth of a window ahead rather than
+//! the next window, so a head waiter looks again about twenty times a
+//! window while others' calls settle. Pub/sub on
 //! refunds would lift this, but the budget has no way yet for a store to
 //! wake its waiters (it would need a notification hook in
 //! [`BudgetStore`](tower_bedrock_budget::BudgetStore)), so it is not used.

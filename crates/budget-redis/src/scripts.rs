@@ -343,8 +343,9 @@ end
 /// Admits iff settled in the window + every live instance's reservations +
 /// the charge fit (and the requests, and the day); with a tenant, the share
 /// rule of the sliding script, on the tenant's sliding ring. A refusal's
-/// room is the next window (or day), `-1` when the charge exceeds the
-/// limit. Returns the sliding script's shapes, with the window index as the
+/// room is the next window (or day), or a twentieth of a window ahead when
+/// only the reservations in flight hold the room (other processes'
+/// settlements are not signalled), `-1` when the charge exceeds the limit. Returns the sliding script's shapes, with the window index as the
 /// slot and the tenant ring's slot as the day slot.
 const RESERVE_FIXED: &str = r#"
 local now = now_us(ARGV[1])
@@ -367,8 +368,16 @@ if seeded then
   end
 end
 local rsv = reserved_total(KEYS[2], now, tonumber(ARGV[11]))
+-- Room for tokens comes at the next window, or sooner when it is the
+-- calls in flight (of any process) that hold it: their settlements are
+-- not signalled across processes, so a waiter looks again after a
+-- twentieth of the window.
+local token_room = (w + 1) * W
+if u + ct <= lt then
+  token_room = math.min(token_room, now + math.max(math.floor(W / 20), 1))
+end
 local checks = {
-  {1, u + rsv, lt, ct, (w + 1) * W},
+  {1, u + rsv, lt, ct, token_room},
   {2, q, lr, cr, (w + 1) * W},
   {3, du + rsv, ld, ct, (dw + 1) * D},
 }

@@ -135,7 +135,10 @@
 //!   `Local(BudgetExhausted)` and a retry-after, instead of holding the
 //!   head of the queue.
 //! - A waiting request is woken when a settlement frees room, or when the
-//!   refusal said room appears (the next window, for fixed windows).
+//!   refusal said room appears: for fixed windows the next window, or a
+//!   twentieth of a window later when only calls in flight hold the room
+//!   (a store shared by processes hears of the others' settlements only by
+//!   looking again).
 //! - The wait never passes the budget's maximum wait nor the call's
 //!   deadline. When the room time is beyond that end and no call of this
 //!   process is in flight (so no settlement can free room sooner), the

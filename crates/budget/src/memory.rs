@@ -186,6 +186,15 @@ impl InMemoryKey {
             Counters::Fixed { window, day } => {
                 let next = spec.start_of(window.index.saturating_add(1), spec.window, now);
                 let next_day = spec.start_of(day.index.saturating_add(1), spec.day, now);
+                // When only the calls in flight hold the room, it comes when
+                // they settle: look again after a twentieth of the window
+                // (a store shared by processes is not told of the others'
+                // settlements; here a settlement also wakes the waiter).
+                let token_room = if window.settled.saturating_add(charge.tokens) <= limits.tokens {
+                    next.min(now + poll_after(spec))
+                } else {
+                    next
+                };
                 // (window, used, limit, amount, when the window turns over).
                 let checks = [
                     (
@@ -193,7 +202,7 @@ impl InMemoryKey {
                         window.settled.saturating_add(reserved.tokens),
                         Some(limits.tokens),
                         charge.tokens,
-                        next,
+                        token_room,
                     ),
                     (
                         WindowKind::Requests,
@@ -235,6 +244,13 @@ impl InMemoryKey {
             day_slot,
         })
     }
+}
+
+/// A twentieth of the window, in whole microseconds (at least one), as the
+/// Redis store computes it.
+pub(crate) fn poll_after(spec: &WindowSpec) -> std::time::Duration {
+    let us = u64::try_from(spec.window.as_micros()).unwrap_or(u64::MAX);
+    std::time::Duration::from_micros((us / 20).max(1))
 }
 
 fn adjust(ring: &mut Ring, slot: u64, reserved: u64, actual: u64) {

@@ -238,9 +238,11 @@ pub struct Refusal {
     /// are).
     pub window: WindowKind,
     /// When enough of the window will have expired for this charge, if
-    /// nothing else is charged meanwhile (with fixed windows: the next
-    /// window, unless a settlement frees room before). `None` when the
-    /// charge can never fit the limits given.
+    /// nothing else is charged meanwhile. With fixed windows: the next
+    /// window, or, when only the reservations of calls in flight hold the
+    /// room, a twentieth of a window ahead (their settlements free it; a
+    /// store shared by processes hears of the others' only by looking
+    /// again). `None` when the charge can never fit the limits given.
     pub room_at: Option<Instant>,
 }
 
