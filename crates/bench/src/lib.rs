@@ -6,9 +6,12 @@
 //!   contended throughput from two threads.
 //! - the `scenarios` binary: named [`Scenario`]s (or TOML files) run
 //!   against the in-process emulator with the real AWS SDK on loopback, in
-//!   compressed time, through each [`Strategy`]; a table, a JSON file and a
-//!   PNG chart per scenario; and a search for the smallest quota at which
-//!   no call is lost ([`search::smallest_quota`]).
+//!   compressed time, through each [`Strategy`] (Converse, or
+//!   ConverseStream when the scenario streams); per scenario a table with
+//!   the ideal schedule's row ([`ideal`]), a verdict on the project's bar
+//!   ([`verdict`]), a JSON file and a PNG chart with a bundled font
+//!   ([`chart`]); and a search for the smallest quota at which no call is
+//!   lost ([`search::smallest_quota`]).
 //!
 //! See `docs/BENCHMARKS.md` for the method and the numbers.
 //!
