@@ -864,17 +864,27 @@ async fn a_503_storm_without_fallback_fails_no_call_after_it_ends() {
     .await;
     // The same stack as it was: refusals by the open breaker returned at
     // once, open times doubling up to 120 s, every probe had to succeed,
-    // a 180 s deadline.
+    // the breaker opening at 50 % failures, 3 retries of a 503 under a
+    // retry budget refilled by 1 a success, a 180 s deadline.
     let before = run_storm(
         |bedrock| {
             let retry = QuotaAlignedRetryLayer::builder()
                 .seed(5)
+                .policy(
+                    ErrorClass::Unavailable(UnavailableKind::Service),
+                    tower_bedrock::retry::ClassPolicy::retry(
+                        3,
+                        tower_bedrock::retry::DEFAULT_UNAVAILABLE_BACKOFF,
+                    ),
+                )
+                .retry_budget(tower_bedrock::retry::RetryBudgetConfig::new().success_refill(1))
                 .deadline(Duration::from_secs(180))
                 .call_options(tower_bedrock::retry::ModelRequestReport)
                 .build()
                 .unwrap();
             let breaker = CircuitBreakLayer::builder()
                 .seed(5)
+                .failure_rate_threshold(0.5)
                 .max_open_duration(Duration::from_secs(120))
                 .half_open_success_rate(1.0)
                 .build()

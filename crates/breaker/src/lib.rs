@@ -121,8 +121,9 @@ mod window;
 
 pub use breaker::{BreakerSnapshot, CircuitState};
 pub use config::{
-    CircuitBreakBuilder, DEFAULT_HALF_OPEN_PROBES, DEFAULT_HALF_OPEN_SUCCESS_RATE,
-    DEFAULT_MAX_OPEN_DURATION, DEFAULT_OPEN_DURATION, Outcome, default_outcome,
+    CircuitBreakBuilder, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_PROBES,
+    DEFAULT_HALF_OPEN_SUCCESS_RATE, DEFAULT_MAX_OPEN_DURATION, DEFAULT_OPEN_DURATION, Outcome,
+    default_outcome,
 };
 pub use error::ConfigError;
 pub use handle::CircuitBreakHandle;

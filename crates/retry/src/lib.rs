@@ -13,7 +13,7 @@
 //! | `Throttled(RequestRate \| TokenRate \| Unspecified)` | 3 | until the next quota window opens + 1 s + U\[0, 4 s\] |
 //! | `Throttled(ModelOverloaded \| ModelNotReady)` | 0: left to the fallback | configurable |
 //! | `Unavailable(ConnectionPool)` | 3 | full jitter, base 100 ms, cap 1 s |
-//! | `Unavailable(Service \| Network)` | 3 | full jitter, base 1 s, cap 20 s |
+//! | `Unavailable(Service \| Network)` | 4 | full jitter, base 1 s, cap 20 s |
 //! | `ModelTimeout` | 1 | full jitter, base 1 s, cap 5 s |
 //! | `QuotaExceeded` (daily), `Unknown` | 0 | configurable |
 //! | `Local(CircuitOpen)` | off by default; waited out when [`CircuitWait`] is on | the breaker's `retry_after` + U\[0, 25 %\], at most 30 s |

@@ -226,7 +226,7 @@ impl Slot {
 /// | `Throttled(RequestRate \| TokenRate \| Unspecified)` | 3 | until the next quota window + 1 s + U\[0, 4 s\] |
 /// | `Throttled(ModelOverloaded \| ModelNotReady)` | 0 (the fallback's job) | when enabled, e.g. exponential |
 /// | `Unavailable(ConnectionPool)` | 3 | full jitter, base 100 ms, cap 1 s |
-/// | `Unavailable(Service \| Network)` | 3 | full jitter, base 1 s, cap 20 s |
+/// | `Unavailable(Service \| Network)` | 4 | full jitter, base 1 s, cap 20 s |
 /// | `ModelTimeout` | 1 | full jitter, base 1 s, cap 5 s |
 /// | `QuotaExceeded` (daily) | 0 | |
 /// | `Unknown` | 0 | |
@@ -261,7 +261,7 @@ pub const DEFAULT_TIMEOUT_BACKOFF: Backoff =
 impl Default for Policies {
     fn default() -> Self {
         let throttle = ClassPolicy::retry(3, DEFAULT_THROTTLE_BACKOFF);
-        let unavailable = ClassPolicy::retry(3, DEFAULT_UNAVAILABLE_BACKOFF);
+        let unavailable = ClassPolicy::retry(4, DEFAULT_UNAVAILABLE_BACKOFF);
         let mut slots = [ClassPolicy::never(); SLOTS];
         slots[Slot::RequestRate as usize] = throttle;
         slots[Slot::TokenRate as usize] = throttle;

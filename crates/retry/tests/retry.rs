@@ -482,9 +482,10 @@ async fn the_budget_stops_a_retry_storm() {
     println!("1000 failing calls: {retries} retries (budget allows {budgeted})");
     assert_eq!(retries, budgeted);
     assert_eq!(layer.retry_budget().available(), 0);
-    // 33 calls took 3 retries each, the 34th one retry then met the empty
-    // budget, and so did every call after it.
-    assert_eq!(stopped_by_budget, 1000 - 33);
+    // 25 calls took 4 retries each (the 100 the budget holds), then the
+    // 26th call's first retry met the empty budget, and so did every call
+    // after it.
+    assert_eq!(stopped_by_budget, 1000 - 25);
 }
 
 #[tokio::test(start_paused = true)]
@@ -772,9 +773,9 @@ async fn stacked_retry_layers_do_not_multiply_attempts() {
     let outer = QuotaAlignedRetryLayer::builder().seed(2).build().unwrap();
     let mut svc = outer.layer(inner.layer(mock));
     let err = call_once(&mut svc).await.unwrap_err();
-    // 4 attempts (the inner layer's), not 4 x 4 = 16.
-    assert_eq!(state.call_count(), 4);
-    assert_eq!(context(&err), (4, Some(RetryStop::MaxAttempts)));
+    // 5 attempts (the inner layer's), not 5 x 5 = 25.
+    assert_eq!(state.call_count(), 5);
+    assert_eq!(context(&err), (5, Some(RetryStop::MaxAttempts)));
     assert_eq!(outer.retry_budget().available(), 500);
 }
 
@@ -964,9 +965,9 @@ async fn a_retry_hint_of_duration_max_does_not_overflow() {
         .unwrap()
         .layer(mock);
     let err = call_once(&mut svc).await.unwrap_err();
-    // Clamped to the 60 s hint maximum: three retries a minute apart.
-    assert_eq!(state.gaps(), vec![secs(60); 3]);
-    assert_eq!(context(&err), (4, Some(RetryStop::MaxAttempts)));
+    // Clamped to the 60 s hint maximum: four retries a minute apart.
+    assert_eq!(state.gaps(), vec![secs(60); 4]);
+    assert_eq!(context(&err), (5, Some(RetryStop::MaxAttempts)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -192,6 +192,25 @@ impl Slot for DefaultRetry {
         }
         if !s.fallback {
             let k = s.time_scale();
+            // Nothing else can answer: a 503 is worth more attempts. Five
+            // attempts lose about one call in 32 of those arriving during
+            // a storm of 50 % 503s (measured with the `storm-503`
+            // scenario: as many losses as tower's Retry with the same five
+            // attempts); seven lose one in 128. The retry budget still
+            // bounds the extra load when failures pass one in two.
+            let service =
+                Policies::default().get(ErrorClass::Unavailable(UnavailableKind::Service));
+            let backoff = if s.window != DEFAULT_WINDOW && !s.window.is_zero() {
+                scale_backoff(service.backoff(), k)
+            } else {
+                service.backoff()
+            };
+            b = b
+                .policy(
+                    ErrorClass::Unavailable(UnavailableKind::Service),
+                    ClassPolicy::retry(NO_FALLBACK_SERVICE_RETRIES, backoff),
+                )
+                .max_attempts(NO_FALLBACK_SERVICE_RETRIES + 1);
             b = b.wait_out_open_circuits(
                 CircuitWait::new()
                     .max_wait(DEFAULT_CIRCUIT_MAX_WAIT.mul_f64(k))
@@ -209,6 +228,10 @@ impl Slot for DefaultRetry {
             .map_err(BuildError::Retry)
     }
 }
+
+/// Retries of a 503 (`Unavailable(Service)`) when the stack has no
+/// fallback chain, instead of the retry crate's 4.
+pub const NO_FALLBACK_SERVICE_RETRIES: u32 = 6;
 
 /// The classes the retry crate retries by default (the others never are).
 const RETRIED_BY_DEFAULT: [ErrorClass; 7] = [
