@@ -304,7 +304,7 @@ pub trait BudgetStore: Send + Sync + 'static {
 ///   it once while holding the key's local lock.
 pub trait StoreKey: Send + Sync + 'static {
     /// The future of a reservation. The in-memory store answers at once
-    /// ([`Ready`]).
+    /// ([`Ready`](std::future::Ready)).
     type Reserve: Future<Output = Result<Reservation, Refusal>> + Send + Unpin + 'static;
 
     /// Tries to reserve `charge` against `limits` at `now`.
