@@ -19,7 +19,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::event_stream::RawMessage;
 use tower_bedrock_classify::{BedrockClassifier, Classifier, InStreamError, classify_sdk_error};
-use tower_bedrock_core::{Classification, ErrorClass, UnavailableKind};
+use tower_bedrock_core::{Classification, ErrorClass, LocalRejection, UnavailableKind};
 
 use crate::stream::IDLE_TIMEOUT_CODE;
 
@@ -137,6 +137,10 @@ pub enum StreamError<E> {
     Sdk(SdkError<E, RawMessage>),
     /// No event arrived within the idle timeout.
     IdleTimeout(Duration),
+    /// The call's deadline passed before the stream's first event arrived
+    /// (classified `Local(DeadlineExceeded)`: the caller's limit, not a
+    /// failure of the model).
+    Deadline,
 }
 
 impl<E> StreamError<E> {
@@ -144,7 +148,7 @@ impl<E> StreamError<E> {
     pub fn as_sdk(&self) -> Option<&SdkError<E, RawMessage>> {
         match self {
             StreamError::Sdk(e) => Some(e),
-            StreamError::IdleTimeout(_) => None,
+            StreamError::IdleTimeout(_) | StreamError::Deadline => None,
         }
     }
 
@@ -162,6 +166,9 @@ where
         match self {
             StreamError::Sdk(e) => write!(f, "event stream failed: {e}"),
             StreamError::IdleTimeout(d) => write!(f, "no stream event within {d:?}"),
+            StreamError::Deadline => {
+                f.write_str("the call's deadline passed before the stream's first event")
+            }
         }
     }
 }
@@ -173,7 +180,7 @@ where
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StreamError::Sdk(e) => Some(e),
-            StreamError::IdleTimeout(_) => None,
+            StreamError::IdleTimeout(_) | StreamError::Deadline => None,
         }
     }
 }
@@ -278,6 +285,9 @@ pub(crate) fn classify_stream_failure<E: InStreamError>(e: &StreamError<E>) -> C
         StreamError::IdleTimeout(_) => {
             Classification::new(ErrorClass::Unavailable(UnavailableKind::Network))
                 .with_code(IDLE_TIMEOUT_CODE)
+        }
+        StreamError::Deadline => {
+            Classification::new(ErrorClass::Local(LocalRejection::DeadlineExceeded))
         }
     }
 }

@@ -351,11 +351,34 @@ where
     /// returned (not recorded: the call's error is classified and counted
     /// by the layers above) and ends the stream. An empty stream opens and
     /// is finished at once.
+    ///
+    /// The wait is bounded by the idle timeout and, when a layer above set
+    /// one, by the call's deadline
+    /// ([`call_deadline`](tower_bedrock_core::deadline::call_deadline)):
+    /// a first event that has not come by then ends the stream with
+    /// [`StreamError::Deadline`].
     pub async fn open(&mut self) -> Result<(), StreamError<E>> {
         if self.first.is_some() || self.finished {
             return Ok(());
         }
-        match std::future::poll_fn(|cx| self.poll_raw(cx)).await {
+        let first = match tower_bedrock_core::deadline::call_deadline() {
+            Some(at) => {
+                match tokio::time::timeout_at(at, std::future::poll_fn(|cx| self.poll_raw(cx)))
+                    .await
+                {
+                    Ok(first) => first,
+                    Err(_) => {
+                        // Dropping the read drops the receiver and with it
+                        // the connection.
+                        self.state = State::Done;
+                        self.finished = true;
+                        return Err(StreamError::Deadline);
+                    }
+                }
+            }
+            None => std::future::poll_fn(|cx| self.poll_raw(cx)).await,
+        };
+        match first {
             Some(Ok(event)) => {
                 self.first = Some(event);
                 Ok(())

@@ -558,3 +558,47 @@ async fn the_layers_watching_the_call_learn_how_the_stream_ended() {
     let mut resp = open(&svc, converse_stream(HAIKU, "hello")).await;
     while resp.recv().await.unwrap().is_some() {}
 }
+
+#[tokio::test]
+async fn the_wait_for_the_first_event_is_bounded_by_the_call_deadline() {
+    // The idle timeout (10 s) would let a 30 s stall run long; the call's
+    // deadline (set by a layer above, 300 ms away) ends the wait first, as
+    // the caller's limit: `Local(DeadlineExceeded)`, not a network failure
+    // that a breaker would count.
+    let emu = emulator(EmulatorConfig::builder().output_tokens(8).build().unwrap()).await;
+    let svc = ServiceBuilder::new()
+        .layer(ThrottleClassifyLayer::new())
+        .service(
+            BedrockService::new(client(&emu).await)
+                .stream_idle_timeout(Some(Duration::from_secs(10))),
+        );
+    emu.set_faults(vec![
+        FaultRule::new(FaultKind::StreamStall {
+            after_events: 0,
+            ms: 30_000,
+        })
+        .count(1),
+    ])
+    .unwrap();
+    let started = std::time::Instant::now();
+    let at = tokio::time::Instant::now() + Duration::from_millis(300);
+    let err = tower_bedrock_core::deadline::with_call_deadline(
+        at,
+        svc.clone().oneshot(converse_stream(HAIKU, "hello")),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err.class(),
+        ErrorClass::Local(tower_bedrock_core::LocalRejection::DeadlineExceeded)
+    );
+    assert!(matches!(
+        err.inner().unwrap().as_first_event().unwrap(),
+        tower_bedrock_sdk::StreamError::Deadline
+    ));
+}
