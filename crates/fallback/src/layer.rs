@@ -321,6 +321,13 @@ impl<Req> ModelFallbackLayer<Req> {
     /// The same layer for streaming responses: a response counts as served
     /// only once its first event arrived, so a stream failing before it
     /// falls back (see [`stream`](crate::stream)).
+    ///
+    /// Not needed over `tower-bedrock-sdk`'s `BedrockService`: its stream
+    /// responses are returned only once their first event has arrived (a
+    /// failure before it is the call's error), so the plain layer already
+    /// falls back before the first event and never after it. This mode is
+    /// for services whose responses open lazily and implement
+    /// [`FirstEvent`](crate::stream::FirstEvent).
     pub fn streaming(self) -> ModelFallbackLayer<Req, Streaming> {
         ModelFallbackLayer {
             routes: self.routes,
