@@ -160,6 +160,11 @@ const PHRASES: &[(&str, Said)] = &[
     ("tokens per minute", Said::TokenRate),
     ("token rate", Said::TokenRate),
     ("token limit exceeded", Said::TokenRate),
+    // The model's capacity, said as a throttle: Bedrock's 503 "Model is
+    // getting throttled. Try your request again." is the second face of
+    // the 429 "Model ... is currently overloaded" (before the generic
+    // "throttl" below).
+    ("model is getting throttled", Said::Overloaded),
     // Request rate.
     ("too many requests", Said::RequestRate),
     ("request rate is too high", Said::RequestRate),
@@ -309,7 +314,7 @@ fn from_message_only(said: Said) -> ErrorClass {
 /// | | "is currently overloaded", "high demand" | `Throttled(ModelOverloaded)` |
 /// | | anything else | `Throttled(Unspecified)` |
 /// | `ServiceUnavailableException` | "too many connections" | `Unavailable(ConnectionPool)` |
-/// | | "overloaded" | `Throttled(ModelOverloaded)` |
+/// | | "overloaded", "model is getting throttled" | `Throttled(ModelOverloaded)` |
 /// | | anything else | `Unavailable(Service)` |
 /// | `ModelNotReadyException` | | `Throttled(ModelNotReady)` |
 /// | `ModelTimeoutException` | | `ModelTimeout` |

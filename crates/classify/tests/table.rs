@@ -150,6 +150,15 @@ const ROWS: &[Row] = &[
         OVER,
         Some("ServiceUnavailableException"),
     ),
+    // Overload's second face: a 503 saying the model is throttled (seen
+    // from Bedrock beside the 429 "is currently overloaded").
+    (
+        Some(503),
+        Some("ServiceUnavailableException"),
+        Some("Model is getting throttled. Try your request again."),
+        OVER,
+        Some("ServiceUnavailableException"),
+    ),
     (
         Some(503),
         Some("ServiceUnavailableException"),
