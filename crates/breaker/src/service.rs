@@ -86,7 +86,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let registry = &self.registry;
         let last = &mut self.last;
-        let admission = self.key.with_key(&req, |key| {
+        let key = self.key.key(&req);
+        let admission = (|key: &str| {
             let breaker = match last.upgrade() {
                 Some(b) if *b.key == *key && !b.is_evicted() => b,
                 _ => match registry.get(key) {
@@ -101,7 +102,8 @@ where
                 Ok(permit) => Ok(Some(permit)),
                 Err(refusal) => Err((breaker, refusal)),
             }
-        });
+        })(&key);
+        drop(key);
         match admission {
             Ok(permit) => {
                 // Timed calls count from when the layers below send them on

@@ -1,6 +1,5 @@
 //! [`TokenBudgetLayer`] and the [`TokenBudget`] service.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,40 +16,7 @@ use crate::key::KeyState;
 use crate::store::{BudgetStore, Charge, InMemoryStore};
 use crate::tenant::TenantInfo;
 
-/// Picks the budget key of a request.
-pub trait KeyExtractor<Req> {
-    /// The key of `req`. Never derive it from request content other than
-    /// ids: keys appear in metrics and logs.
-    fn key<'a>(&self, req: &'a Req) -> Cow<'a, str>;
-}
-
-/// The default key: the request's model (or inference profile) id, so each
-/// model and each profile has a budget of its own, as Bedrock's quotas do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ModelKey;
-
-impl<Req: ModelRequest> KeyExtractor<Req> for ModelKey {
-    fn key<'a>(&self, req: &'a Req) -> Cow<'a, str> {
-        Cow::Borrowed(req.model_id())
-    }
-}
-
-/// A key extractor from a function (for example, one budget for every
-/// model of a family, or a fixed key).
-#[derive(Clone, Copy)]
-pub struct KeyFn<F>(pub F);
-
-impl<F> fmt::Debug for KeyFn<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyFn")
-    }
-}
-
-impl<Req, F: Fn(&Req) -> String> KeyExtractor<Req> for KeyFn<F> {
-    fn key<'a>(&self, req: &'a Req) -> Cow<'a, str> {
-        Cow::Owned((self.0)(req))
-    }
-}
+pub use tower_bedrock_core::key::{KeyExtractor, KeyFn, ModelIdKey};
 
 /// Admits requests against a [`Budget`]: reserves their token demand
 /// before forwarding them, waits (FIFO per key and tenant) when there is
@@ -59,7 +25,7 @@ impl<Req, F: Fn(&Req) -> String> KeyExtractor<Req> for KeyFn<F> {
 /// real usage when the response arrives.
 ///
 /// Made by [`Budget::layer`] or [`Tenant::layer`](crate::Tenant::layer).
-pub struct TokenBudgetLayer<St: BudgetStore = InMemoryStore, K = ModelKey, E = RequestDemand> {
+pub struct TokenBudgetLayer<St: BudgetStore = InMemoryStore, K = ModelIdKey, E = RequestDemand> {
     budget: Budget<St>,
     tenant: Arc<TenantInfo>,
     key: K,
@@ -90,21 +56,47 @@ impl<St: BudgetStore> TokenBudgetLayer<St> {
         TokenBudgetLayer {
             budget,
             tenant,
-            key: ModelKey,
+            key: ModelIdKey,
             estimator: RequestDemand::default(),
         }
     }
 }
 
 impl<St: BudgetStore, K, E> TokenBudgetLayer<St, K, E> {
-    /// Keys the budget by something else than the model id.
-    pub fn key_by<K2>(self, key: K2) -> TokenBudgetLayer<St, K2, E> {
+    /// Keys the budget with any [`KeyExtractor`] (the same trait the
+    /// breaker takes, so one custom key serves both) instead of the model
+    /// id.
+    pub fn key_extractor<K2>(self, key: K2) -> TokenBudgetLayer<St, K2, E> {
         TokenBudgetLayer {
             budget: self.budget,
             tenant: self.tenant,
             key,
             estimator: self.estimator,
         }
+    }
+
+    /// Keys the budget with a function of the request returning a `String`
+    /// or a `&'static str` (for example one budget for a model family), as
+    /// the breaker's builder does.
+    ///
+    /// ```
+    /// use tower_bedrock_budget::Budget;
+    ///
+    /// struct Req {
+    ///     region: &'static str,
+    /// }
+    /// let budget = Budget::builder().tokens_per_window(200_000).build().unwrap();
+    /// let layer = budget.layer().key_fn(|r: &Req| r.region);
+    /// # let _ = layer;
+    /// ```
+    pub fn key_fn<F>(self, f: F) -> TokenBudgetLayer<St, KeyFn<F>, E> {
+        self.key_extractor(KeyFn(f))
+    }
+
+    /// The same as [`key_extractor`](Self::key_extractor) (its earlier
+    /// name).
+    pub fn key_by<K2>(self, key: K2) -> TokenBudgetLayer<St, K2, E> {
+        self.key_extractor(key)
     }
 
     /// Estimates token demand with another estimator.
@@ -139,7 +131,7 @@ impl<S, St: BudgetStore, K: Clone, E: Clone> Layer<S> for TokenBudgetLayer<St, K
 }
 
 /// The service made by [`TokenBudgetLayer`]. Clones share the budget.
-pub struct TokenBudget<S, St: BudgetStore = InMemoryStore, K = ModelKey, E = RequestDemand> {
+pub struct TokenBudget<S, St: BudgetStore = InMemoryStore, K = ModelIdKey, E = RequestDemand> {
     inner: S,
     budget: Budget<St>,
     /// The state of the key used last (saves the shared map's lock).

@@ -291,7 +291,7 @@ pub use builder::BudgetBuilder;
 pub use error::BuildError;
 pub use estimate::{RequestDemand, ReservationPolicy, TokenEstimator};
 pub use future::ResponseFuture;
-pub use layer::{KeyExtractor, KeyFn, ModelKey, TokenBudget, TokenBudgetLayer};
+pub use layer::{KeyExtractor, KeyFn, ModelIdKey, TokenBudget, TokenBudgetLayer};
 pub use settlement::{ErrorSettlement, default_error_settlement};
 pub use snapshot::{KeySnapshot, TenantSnapshot};
 pub use store::{

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tower_bedrock_budget::testing::{MockBedrock, MockRequest, NOVA, SONNET4, run_paused};
-use tower_bedrock_budget::{Adaptive, Budget, BuildError, KeyFn, Limits, RequestDemand};
+use tower_bedrock_budget::{Adaptive, Budget, BuildError, Limits, RequestDemand};
 use tower_bedrock_core::{ErrorClass, LocalRejection, TokenDemand};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -100,7 +100,7 @@ fn custom_keys_and_estimators() {
         // One budget for every model, and a 50 % input margin.
         let layer = budget
             .layer()
-            .key_by(KeyFn(|_: &MockRequest| "shared".to_owned()))
+            .key_fn(|_: &MockRequest| "shared")
             .estimator(RequestDemand::with_margin_percent(50));
         let mut svc = layer.layer(MockBedrock::new(Duration::ZERO));
         let mut send = |req| {
@@ -119,7 +119,7 @@ fn custom_keys_and_estimators() {
         // A closure estimator.
         let mut svc2 = budget
             .layer()
-            .key_by(KeyFn(|_: &MockRequest| "shared".to_owned()))
+            .key_fn(|_: &MockRequest| "shared")
             .estimator(|_: &MockRequest| TokenDemand {
                 input_tokens: 900,
                 max_output_tokens: Some(0),

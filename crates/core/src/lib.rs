@@ -49,6 +49,7 @@ mod classification;
 mod clock;
 pub mod deadline;
 mod error;
+pub mod key;
 pub mod labels;
 mod report;
 mod request;
