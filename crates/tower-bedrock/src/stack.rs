@@ -37,6 +37,13 @@
 //!   that was waiting to retry a 503 when the breaker opened: in a storm of
 //!   50 % 503s that made the stack answer fewer calls than a plain retry
 //!   loop. The breaker still spares Bedrock the retries of those calls.
+//!   With the breaker opening at 90 % failures (not 50 %), a model that
+//!   answers half its calls keeps its breaker closed and the retries get
+//!   the calls answered (`storm-503`: 99.9 % answered, p95 4 s, against
+//!   p95 78 s when the breaker opened at 50 % and callers waited it out);
+//!   a model that answers almost nothing still trips it, and waiting it
+//!   out spares Bedrock the retries. Without a fallback a 503 also gets
+//!   more retries (6), the retry budget bounding the extra load.
 //!
 //! A full connection pool (`Unavailable(ConnectionPool)`, HTTP 503 "Too
 //! many connections") does not count against the model's breaker: it says
@@ -403,8 +410,8 @@ impl From<tower_bedrock_budget::BuildError> for BuildError {
 /// | slot | default | change it with | leave it out with |
 /// |---|---|---|---|
 /// | fallback | off (there is no sensible default chain) | [`fallback_chain`](Self::fallback_chain), [`fallback`](Self::fallback) | [`without_fallback`](Self::without_fallback) |
-/// | retry | [`DefaultRetry`]: per-class policies, window alignment, retry budget 500/5, 5 attempts, 210 s deadline; waits out open breakers when the fallback slot is off | [`retry`](Self::retry) | [`without_retry`](Self::without_retry) |
-/// | breaker | [`DefaultBreaker`]: per model, opens at 50 % failures over 20 calls (10 minimum), 5 s doubling to 30 s, 2 of 3 probes close it; a full connection pool does not count | [`breaker`](Self::breaker) | [`without_breaker`](Self::without_breaker) |
+/// | retry | [`DefaultRetry`]: per-class policies, window alignment, retry budget 500/5 (5 back per success), 5 attempts, 210 s deadline; when the fallback slot is off, 6 retries of a 503 (7 attempts) and open breakers waited out | [`retry`](Self::retry) | [`without_retry`](Self::without_retry) |
+/// | breaker | [`DefaultBreaker`]: per model, opens at 90 % failures over 20 calls (10 minimum), 5 s doubling to 30 s, 2 of 3 probes close it; a full connection pool does not count | [`breaker`](Self::breaker) | [`without_breaker`](Self::without_breaker) |
 /// | budget | off (your TPM quota is yours to state) | [`budget`](Self::budget), [`token_budget`](Self::token_budget) | [`without_budget`](Self::without_budget) |
 /// | classify | [`DefaultClassify`]: `aws-sdk-bedrockruntime` errors | [`classify`](Self::classify) | [`without_classify`](Self::without_classify) (for services whose errors are already `Classified`) |
 /// | metrics | [`DefaultMetrics`]: invocations, latency, tokens per model, per attempt | [`metrics`](Self::metrics) | [`without_metrics`](Self::without_metrics) |
