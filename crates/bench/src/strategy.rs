@@ -55,7 +55,8 @@ pub(crate) enum AppService {
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// The seed's hand-written loop: exponential backoff from 1 s, capped at
-    /// 60 s, 5 attempts, +-10 % jitter, on 429s only.
+    /// 60 s, 5 attempts, +-10 % jitter, on throttles only (429s, and
+    /// throttles before a stream's first event).
     Naive,
     /// The AWS SDK's standard retry mode (3 attempts, exponential backoff
     /// with full jitter from 1 s capped at 20 s, a retry quota).
