@@ -558,30 +558,56 @@ fn snapshot<St: BudgetStore>(b: &Budget<St>, key: &str) -> crate::KeySnapshot {
     b.snapshot(key).expect("the key was used")
 }
 
-/// Store contract: reserve admits iff there is room, settle adjusts and
-/// releases the reservation, refusals say when room is expected.
-pub async fn store_contract<St: BudgetStore>(store: St) {
-    let spec = WindowSpec {
+/// The windows both store contracts run on: 10 s in tenths, a 100 s day in
+/// tenths, on the test clock.
+fn contract_spec(mode: WindowMode) -> WindowSpec {
+    WindowSpec {
         window: Duration::from_secs(10),
         sub_windows: 10,
         day: Duration::from_secs(100),
         day_sub_windows: 10,
-        mode: WindowMode::Sliding,
+        mode,
         clock: test_clock(),
-    };
+    }
+}
+
+/// Reserves `tokens` (one request) that must fit; panics with `why` if not.
+async fn admit<K: StoreKey>(
+    key: &K,
+    limits: Limits,
+    tokens: u64,
+    at: Instant,
+    why: &str,
+) -> crate::Reservation {
+    key.reserve(limits, Charge::call(tokens), at)
+        .await
+        .expect(why)
+}
+
+/// Reserves `tokens` (one request) that must be refused; returns the refusal.
+async fn refuse<K: StoreKey>(key: &K, limits: Limits, tokens: u64, at: Instant) -> crate::Refusal {
+    match key.reserve(limits, Charge::call(tokens), at).await {
+        Ok(_) => panic!("{tokens} tokens were admitted; the test expects a refusal"),
+        Err(refusal) => refusal,
+    }
+}
+
+/// Settled tokens, requests, and the tokens and requests reserved in flight.
+fn held<K: StoreKey>(key: &K, at: Instant) -> (u64, u64, u64, u64) {
+    let s = key.snapshot(at);
+    (s.tokens, s.requests, s.reserved_tokens, s.reserved_requests)
+}
+
+/// Store contract: reserve admits iff there is room, settle adjusts and
+/// releases the reservation, refusals say when room is expected.
+pub async fn store_contract<St: BudgetStore>(store: St) {
+    let spec = contract_spec(WindowMode::Sliding);
     let key = store.key("contract", &spec);
     let limits = Limits::tokens(100).with_requests(3).with_day_tokens(150);
     let t0 = Instant::now();
-    let a = key
-        .reserve(limits, Charge::call(60), t0)
-        .await
-        .expect("room");
-    let s = key.snapshot(t0);
-    assert_eq!(
-        (s.tokens, s.requests, s.reserved_tokens, s.reserved_requests),
-        (60, 1, 60, 1)
-    );
-    let refusal = key.reserve(limits, Charge::call(50), t0).await.unwrap_err();
+    let a = admit(&key, limits, 60, t0, "room").await;
+    assert_eq!(held(&key, t0), (60, 1, 60, 1));
+    let refusal = refuse(&key, limits, 50, t0).await;
     assert_eq!(refusal.window, crate::WindowKind::Tokens);
     // The first sub-window leaves the ring at 11 s (one sub-window late at most).
     let room = refusal.room_at.expect("fits once the window moves");
@@ -590,43 +616,29 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
     key.settle(a, Charge::call(20), t0);
     let s = key.snapshot(t0);
     assert_eq!((s.tokens, s.reserved_tokens), (20, 0));
-    let b = key
-        .reserve(limits, Charge::call(50), t0)
-        .await
-        .expect("room after refund");
+    let b = admit(&key, limits, 50, t0, "room after refund").await;
     // Settling to more charges the difference.
     key.settle(b, Charge::call(70), t0);
     assert_eq!(key.snapshot(t0).tokens, 90);
     // Full refund removes the request too.
-    let c = key
-        .reserve(limits, Charge::call(10), t0)
-        .await
-        .expect("room");
+    let c = admit(&key, limits, 10, t0, "room").await;
     key.settle(c, Charge::ZERO, t0);
     let s = key.snapshot(t0);
     assert_eq!((s.tokens, s.requests), (90, 2));
     // A charge that can never fit has no room time.
-    let never = key
-        .reserve(limits, Charge::call(101), t0)
-        .await
-        .unwrap_err();
+    let never = refuse(&key, limits, 101, t0).await;
     assert_eq!(never.room_at, None);
     // The window slides: after 11 s everything left the token window...
     let t1 = t0 + Duration::from_secs(11);
     let s = key.snapshot(t1);
     assert_eq!((s.tokens, s.requests, s.day_tokens), (0, 0, 90));
     // ...but not the day window.
-    let day = key.reserve(limits, Charge::call(61), t1).await.unwrap_err();
+    let day = refuse(&key, limits, 61, t1).await;
     assert_eq!(day.window, crate::WindowKind::Day);
-    key.reserve(limits, Charge::call(60), t1)
-        .await
-        .expect("fits the day");
+    admit(&key, limits, 60, t1, "fits the day").await;
     // Settling a reservation whose sub-window has expired refunds nothing
     // and charges extra into the current window.
-    let d = key
-        .reserve(Limits::tokens(1000), Charge::call(5), t1)
-        .await
-        .expect("room");
+    let d = admit(&key, Limits::tokens(1000), 5, t1, "room").await;
     let t2 = t1 + Duration::from_secs(12);
     key.settle(d, Charge::call(8), t2);
     assert_eq!(key.snapshot(t2).tokens, 3);
@@ -634,9 +646,9 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
     let t3 = t2 + Duration::from_secs(20);
     let big = Limits::tokens(1000).with_requests(3);
     for _ in 0..3 {
-        key.reserve(big, Charge::call(1), t3).await.expect("room");
+        admit(&key, big, 1, t3, "room").await;
     }
-    let r = key.reserve(big, Charge::call(1), t3).await.unwrap_err();
+    let r = refuse(&key, big, 1, t3).await;
     assert_eq!(r.window, crate::WindowKind::Requests);
 }
 
@@ -646,57 +658,31 @@ pub async fn store_contract<St: BudgetStore>(store: St) {
 /// call completes in; requests count in the window they were admitted in;
 /// reservations in flight carry over a window boundary.
 pub async fn store_contract_fixed<St: BudgetStore>(store: St) {
-    let spec = WindowSpec {
-        window: Duration::from_secs(10),
-        sub_windows: 10,
-        day: Duration::from_secs(100),
-        day_sub_windows: 10,
-        mode: WindowMode::Fixed,
-        clock: test_clock(),
-    };
+    let spec = contract_spec(WindowMode::Fixed);
     let key = store.key("contract-fixed", &spec);
     let limits = Limits::tokens(100).with_requests(3).with_day_tokens(250);
     // EPOCH is a multiple of both window lengths: t0 starts a window.
     let t0 = Instant::now();
-    let a = key
-        .reserve(limits, Charge::call(60), t0)
-        .await
-        .expect("room");
-    let s = key.snapshot(t0);
-    assert_eq!(
-        (s.tokens, s.requests, s.reserved_tokens, s.reserved_requests),
-        (60, 1, 60, 1)
-    );
-    let refusal = key.reserve(limits, Charge::call(50), t0).await.unwrap_err();
+    let a = admit(&key, limits, 60, t0, "room").await;
+    assert_eq!(held(&key, t0), (60, 1, 60, 1));
+    let refusal = refuse(&key, limits, 50, t0).await;
     assert_eq!(refusal.window, crate::WindowKind::Tokens);
     // Only the call in flight holds the room: look again in a twentieth of
     // the window (its settlement may free it).
     let poll = spec.window / 20;
     assert_eq!(refusal.room_at, Some(t0 + poll));
     key.settle(a, Charge::call(20), t0);
-    let b = key
-        .reserve(limits, Charge::call(50), t0)
-        .await
-        .expect("room after refund");
-    let c = key
-        .reserve(limits, Charge::call(30), t0)
-        .await
-        .expect("exactly the limit");
+    let b = admit(&key, limits, 50, t0, "room after refund").await;
+    let c = admit(&key, limits, 30, t0, "exactly the limit").await;
     assert_eq!(key.snapshot(t0).requests, 3);
-    let full = key.reserve(limits, Charge::call(1), t0).await.unwrap_err();
+    let full = refuse(&key, limits, 1, t0).await;
     // The requests are full too: the later room wins.
     assert_eq!(full.room_at, Some(t0 + spec.window));
     // Settled usage alone fills the window: room comes with the next one.
     let settled_full = Limits::tokens(25);
-    let r = key
-        .reserve(settled_full, Charge::call(10), t0)
-        .await
-        .unwrap_err();
+    let r = refuse(&key, settled_full, 10, t0).await;
     assert_eq!(r.room_at, Some(t0 + spec.window), "the next window");
-    let never = key
-        .reserve(limits, Charge::call(101), t0)
-        .await
-        .unwrap_err();
+    let never = refuse(&key, limits, 101, t0).await;
     assert_eq!(never.room_at, None);
     // The next window: settled usage and requests start again, the two
     // calls in flight still count.
@@ -706,7 +692,7 @@ pub async fn store_contract_fixed<St: BudgetStore>(store: St) {
         (s.tokens, s.requests, s.day_tokens, s.reserved_tokens),
         (80, 0, 100, 80)
     );
-    let r = key.reserve(limits, Charge::call(30), t1).await.unwrap_err();
+    let r = refuse(&key, limits, 30, t1).await;
     assert_eq!(r.room_at, Some(t1 + poll));
     // b completes in this window: its usage is billed here, its request
     // stays in the window it was admitted in.
@@ -714,26 +700,18 @@ pub async fn store_contract_fixed<St: BudgetStore>(store: St) {
     key.settle(c, Charge::ZERO, t1);
     let s = key.snapshot(t1);
     assert_eq!((s.tokens, s.requests, s.reserved_tokens), (50, 0, 0));
-    let d = key
-        .reserve(limits, Charge::call(50), t1)
-        .await
-        .expect("room");
+    let d = admit(&key, limits, 50, t1, "room").await;
     key.settle(d, Charge::call(50), t1);
     // The day counts everything settled in it: 20 + 50 + 50.
     let t2 = t0 + 4 * spec.window;
-    let e = key
-        .reserve(limits, Charge::call(100), t2)
-        .await
-        .expect("room");
+    let e = admit(&key, limits, 100, t2, "room").await;
     key.settle(e, Charge::call(100), t2);
     let t3 = t0 + 5 * spec.window;
     assert_eq!(key.snapshot(t3).day_tokens, 220);
-    let day = key.reserve(limits, Charge::call(31), t3).await.unwrap_err();
+    let day = refuse(&key, limits, 31, t3).await;
     assert_eq!(day.window, crate::WindowKind::Day);
     assert_eq!(day.room_at, Some(t0 + spec.day));
-    key.reserve(limits, Charge::call(30), t3)
-        .await
-        .expect("fits the day");
+    admit(&key, limits, 30, t3, "fits the day").await;
 }
 
 /// The whole quota, not a percentage of it: `n` requests that fit the
