@@ -714,22 +714,37 @@ pub async fn store_contract_fixed<St: BudgetStore>(store: St) {
     admit(&key, limits, 30, t3, "fits the day").await;
 }
 
-/// The whole quota, not a percentage of it: `n` requests that fit the
-/// limit exactly are all admitted; a slack stated in tokens holds back
-/// exactly that many.
-pub async fn exact_fit_is_admitted<St: BudgetStore>(store: St) {
+/// A budget of `tokens` a window that sheds at once (no wait) in front of a
+/// mock answering in 5 s, with `n` calls (ids `0..n`) of `each` input tokens
+/// and `each` max output tokens admitted and in flight.
+async fn no_wait_in_flight<St: BudgetStore>(
+    store: St,
+    tokens: u64,
+    n: u64,
+    each: u64,
+) -> (Budget<St>, MockBedrock, Svc<St>, Vec<InFlight>) {
     let budget = builder()
-        .tokens_per_window(200_000)
+        .tokens_per_window(tokens)
         .max_wait(Duration::ZERO)
         .build_with_store(store)
         .unwrap();
     let mock = MockBedrock::new(Duration::from_secs(5));
     let mut svc = budget.layer().layer(mock.clone());
-    let mut inflight = Vec::new();
-    for id in 0..10 {
-        inflight.push(spawn(&mut svc, MockRequest::new(NOVA, id, 10_000, 10_000)));
-    }
+    let inflight = (0..n)
+        .map(|id| spawn(&mut svc, MockRequest::new(NOVA, id, each, each)))
+        .collect();
     run_tasks().await;
+    (budget, mock, svc, inflight)
+}
+
+/// A call spawned with [`spawn`].
+type InFlight = tokio::task::JoinHandle<Result<MockResponse, MockError>>;
+
+/// The whole quota, not a percentage of it: `n` requests that fit the
+/// limit exactly are all admitted; a slack stated in tokens holds back
+/// exactly that many.
+pub async fn exact_fit_is_admitted<St: BudgetStore>(store: St) {
+    let (budget, mock, mut svc, inflight) = no_wait_in_flight(store, 200_000, 10, 10_000).await;
     let err = send(&mut svc, MockRequest::new(NOVA, 10, 1, 0))
         .await
         .unwrap_err();
@@ -848,18 +863,7 @@ pub async fn fixed_window_boundaries<St: BudgetStore>(store: St) {
 /// Reservations are admitted up to the limit and not beyond; settlement
 /// leaves the real usage in the window.
 pub async fn admits_up_to_the_limit_and_not_beyond<St: BudgetStore>(store: St) {
-    let budget = builder()
-        .tokens_per_window(1000)
-        .max_wait(Duration::ZERO)
-        .build_with_store(store)
-        .unwrap();
-    let mock = MockBedrock::new(Duration::from_secs(5));
-    let mut svc = budget.layer().layer(mock.clone());
-    let mut inflight = Vec::new();
-    for id in 0..5 {
-        inflight.push(spawn(&mut svc, MockRequest::new(NOVA, id, 100, 100)));
-    }
-    run_tasks().await;
+    let (budget, mock, mut svc, inflight) = no_wait_in_flight(store, 1000, 5, 100).await;
     let s = snapshot(&budget, NOVA);
     assert_eq!(
         (s.tokens, s.reserved_tokens, s.reserved_requests),
