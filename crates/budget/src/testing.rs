@@ -549,6 +549,25 @@ fn local(e: &MockError) -> Option<LocalRejection> {
     }
 }
 
+/// Sends one request that the budget must refuse itself with `kind`;
+/// returns the error.
+async fn shed<St: BudgetStore>(
+    svc: &mut Svc<St>,
+    req: MockRequest,
+    kind: LocalRejection,
+) -> MockError {
+    let err = send(svc, req).await.unwrap_err();
+    assert_eq!(local(&err), Some(kind));
+    err
+}
+
+/// A 10-token request on [`NOVA`] that the model answers with a token-rate
+/// throttle.
+fn rate_throttled(id: u64) -> MockRequest {
+    MockRequest::new(NOVA, id, 10, 0)
+        .reply(Reply::Fail(ErrorClass::Throttled(ThrottleKind::TokenRate)))
+}
+
 /// Lets every spawned task run until it blocks on time (advances 1 ms).
 pub async fn run_tasks() {
     sleep(Duration::from_millis(1)).await;
@@ -745,10 +764,12 @@ type InFlight = tokio::task::JoinHandle<Result<MockResponse, MockError>>;
 /// exactly that many.
 pub async fn exact_fit_is_admitted<St: BudgetStore>(store: St) {
     let (budget, mock, mut svc, inflight) = no_wait_in_flight(store, 200_000, 10, 10_000).await;
-    let err = send(&mut svc, MockRequest::new(NOVA, 10, 1, 0))
-        .await
-        .unwrap_err();
-    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    shed(
+        &mut svc,
+        MockRequest::new(NOVA, 10, 1, 0),
+        LocalRejection::BudgetExhausted,
+    )
+    .await;
     for h in inflight {
         h.await.unwrap().expect("all ten fit the quota");
     }
@@ -847,10 +868,12 @@ pub async fn fixed_window_boundaries<St: BudgetStore>(store: St) {
     sleep_until(t0 + Duration::from_secs(119)).await;
     let across = spawn(&mut slow, MockRequest::new(SONNET4, 4, 500, 0));
     sleep_until(t0 + Duration::from_secs(120)).await;
-    let err = send(&mut fast, MockRequest::new(SONNET4, 5, 600, 0))
-        .await
-        .unwrap_err();
-    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    shed(
+        &mut fast,
+        MockRequest::new(SONNET4, 5, 600, 0),
+        LocalRejection::BudgetExhausted,
+    )
+    .await;
     let second = spawn(&mut slow, MockRequest::new(SONNET4, 6, 500, 0));
     across.await.unwrap().expect("admitted before the boundary");
     second.await.unwrap().expect("fits beside the reservation");
@@ -871,10 +894,12 @@ pub async fn admits_up_to_the_limit_and_not_beyond<St: BudgetStore>(store: St) {
     );
     assert!((s.utilization - 1.0).abs() < 1e-9);
     // The sixth does not fit: shed at once (max wait zero) with a retry hint.
-    let err = send(&mut svc, MockRequest::new(NOVA, 5, 1, 0))
-        .await
-        .unwrap_err();
-    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    let err = shed(
+        &mut svc,
+        MockRequest::new(NOVA, 5, 1, 0),
+        LocalRejection::BudgetExhausted,
+    )
+    .await;
     let rejection = err.rejection().expect("a local rejection");
     assert_eq!(rejection.key(), Some(NOVA));
     // The calls in flight hold the room: try again when they may have
@@ -1296,16 +1321,20 @@ pub async fn oversized_request_fails_at_once<St: BudgetStore>(store: St) {
     let mock = MockBedrock::new(Duration::ZERO);
     let mut svc = budget.layer().layer(mock.clone());
     let t0 = Instant::now();
-    let err = send(&mut svc, MockRequest::new(NOVA, 0, 500, 501))
-        .await
-        .unwrap_err();
-    assert_eq!(local(&err), Some(LocalRejection::RequestTooLarge));
+    let err = shed(
+        &mut svc,
+        MockRequest::new(NOVA, 0, 500, 501),
+        LocalRejection::RequestTooLarge,
+    )
+    .await;
     assert_eq!(err.rejection().and_then(|r| r.key()), Some(NOVA));
     // Larger than the day limit of this key (100 + 200 x 5 = 1100 > 800).
-    let err = send(&mut svc, MockRequest::new(SONNET4, 1, 100, 200))
-        .await
-        .unwrap_err();
-    assert_eq!(local(&err), Some(LocalRejection::RequestTooLarge));
+    shed(
+        &mut svc,
+        MockRequest::new(SONNET4, 1, 100, 200),
+        LocalRejection::RequestTooLarge,
+    )
+    .await;
     assert_eq!(t0.elapsed(), Duration::ZERO);
     assert!(mock.calls().is_empty());
     send(&mut svc, MockRequest::new(NOVA, 2, 500, 500))
@@ -1323,16 +1352,12 @@ pub async fn lowered_limit_fails_at_once<St: BudgetStore>(store: St) {
         .build_with_store(store)
         .unwrap();
     let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
-    let throttle = |id| {
-        MockRequest::new(NOVA, id, 10, 0)
-            .reply(Reply::Fail(ErrorClass::Throttled(ThrottleKind::TokenRate)))
-    };
     let t0 = Instant::now();
     // Throttles in two consecutive windows lower the limit to 800.
-    send(&mut svc, throttle(0)).await.unwrap_err();
+    send(&mut svc, rate_throttled(0)).await.unwrap_err();
     assert_eq!(snapshot(&budget, NOVA).effective.tokens, 1000);
     sleep_until(t0 + Duration::from_secs(60)).await;
-    send(&mut svc, throttle(1)).await.unwrap_err();
+    send(&mut svc, rate_throttled(1)).await.unwrap_err();
     assert_eq!(snapshot(&budget, NOVA).effective.tokens, 800);
     sleep_until(t0 + Duration::from_secs(120)).await;
     let start = Instant::now();
@@ -1370,16 +1395,17 @@ pub async fn throttle_marks_the_window_full<St: BudgetStore>(store: St) {
     let mut svc = budget.layer().layer(MockBedrock::new(Duration::ZERO));
     let t0 = Instant::now();
     sleep_until(t0 + Duration::from_secs(10)).await;
-    let throttled = MockRequest::new(NOVA, 0, 10, 0)
-        .reply(Reply::Fail(ErrorClass::Throttled(ThrottleKind::TokenRate)));
+    let throttled = rate_throttled(0);
     send(&mut svc, throttled).await.unwrap_err();
     let s = snapshot(&budget, NOVA);
     assert_eq!(s.full_until, Some(t0 + Duration::from_secs(60)));
     assert_eq!((s.tokens, s.effective.tokens), (0, 1000));
-    let err = send(&mut svc, MockRequest::new(NOVA, 1, 10, 0))
-        .await
-        .unwrap_err();
-    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    let err = shed(
+        &mut svc,
+        MockRequest::new(NOVA, 1, 10, 0),
+        LocalRejection::BudgetExhausted,
+    )
+    .await;
     assert_eq!(
         err.rejection().and_then(|r| r.retry_after()),
         Some(Duration::from_secs(50))
@@ -1408,10 +1434,12 @@ pub async fn request_and_day_limits<St: BudgetStore>(store: St) {
             .await
             .unwrap();
     }
-    let err = send(&mut svc, MockRequest::new(NOVA, 3, 1, 0))
-        .await
-        .unwrap_err();
-    assert_eq!(local(&err), Some(LocalRejection::BudgetExhausted));
+    shed(
+        &mut svc,
+        MockRequest::new(NOVA, 3, 1, 0),
+        LocalRejection::BudgetExhausted,
+    )
+    .await;
     let mut id = 10;
     let mut admitted = 3;
     for _ in 0..4 {
