@@ -10,12 +10,14 @@
 
 #[path = "../examples/axum_gateway.rs"]
 mod gateway;
+#[path = "support/loopback.rs"]
+mod loopback;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_bedrock_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule, Latency};
+use tower_bedrock_emulator::{FaultKind, FaultRule};
 
 struct Answer {
     status: u16,
@@ -91,6 +93,16 @@ async fn http_with(
     }
 }
 
+/// Serves the gateway's router over `state` on a free loopback port: the
+/// server's task and its address.
+async fn serve(state: gateway::AppState) -> (tokio::task::JoinHandle<()>, SocketAddr) {
+    let (listener, addr) = loopback::listener().await;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, gateway::router(state)).await.unwrap();
+    });
+    (server, addr)
+}
+
 const CHAT: &str = r#"{"prompt":"Hello there, gateway","max_tokens":190}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,15 +110,7 @@ async fn the_gateway_answers_falls_back_sheds_and_reports() {
     // Every answer is 190 tokens: a primary call (Claude 4, burndown 5)
     // settles to 5 + 950 tokens of a 1,000-token budget, a fallback call to
     // 5 + 190.
-    let emulator = Emulator::start(
-        EmulatorConfig::builder()
-            .output_tokens(190)
-            .latency(Latency::default())
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = loopback::emulator(190, true).await;
     let settings = gateway::Settings {
         tokens_per_minute: 1_000,
         max_wait_secs: 0.0,
@@ -115,20 +119,10 @@ async fn the_gateway_answers_falls_back_sheds_and_reports() {
     let recorder = gateway::prometheus("eu-west-3");
     let metrics = recorder.handle();
     metrics::set_global_recorder(recorder).expect("first recorder");
-    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
-        .region("eu-west-3")
-        .endpoint_url(emulator.endpoint_url())
-        .static_credentials("AKIDEXAMPLE", "not-a-secret")
-        .build()
-        .await
-        .unwrap();
+    let client = loopback::client(&emulator, "eu-west-3").await;
     let state = gateway::state(&settings, client, metrics).unwrap();
     let breakers = state.breakers().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, gateway::router(state)).await.unwrap();
-    });
+    let (server, addr) = serve(state).await;
 
     // Tenants are checked.
     let a = http(addr, "POST", "/v1/chat", None, CHAT).await;
@@ -295,15 +289,7 @@ fn sse(a: &Answer) -> Vec<(String, serde_json::Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_streams_falls_back_before_the_first_token_and_types_late_errors() {
-    let emulator = Emulator::start(
-        EmulatorConfig::builder()
-            .output_tokens(12)
-            .latency(Latency::default())
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = loopback::emulator(12, true).await;
     // Compressed time: the retry's waits scale with the window. A primary
     // of its own, so that the other test's count of its primary's
     // invocations (in the process-wide recorder) is not disturbed.
@@ -312,22 +298,12 @@ async fn the_gateway_streams_falls_back_before_the_first_token_and_types_late_er
         model: "anthropic.claude-3-haiku-20240307-v1:0".into(),
         ..gateway::Settings::defaults()
     };
-    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
-        .region("us-east-1")
-        .endpoint_url(emulator.endpoint_url())
-        .static_credentials("AKIDEXAMPLE", "not-a-secret")
-        .build()
-        .await
-        .unwrap();
+    let client = loopback::client(&emulator, "us-east-1").await;
     // A recorder of its own, not installed: the other test owns the global.
     let metrics = gateway::prometheus("us-east-1").handle();
     let state = gateway::state(&settings, client, metrics).unwrap();
     let breakers = state.breakers().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, gateway::router(state)).await.unwrap();
-    });
+    let (server, addr) = serve(state).await;
     const ASK: &str = r#"{"prompt":"Stream me something","max_tokens":100}"#;
     let text = |events: &[(String, serde_json::Value)]| -> String {
         events
@@ -422,9 +398,7 @@ async fn the_gateway_streams_falls_back_before_the_first_token_and_types_late_er
 async fn a_throttle_the_stack_cannot_absorb_reaches_the_caller_as_429_within_its_deadline() {
     // Bedrock's token-rate throttle on every model, on every call: real
     // 60 s windows, so the default retry would wait minutes for one.
-    let emulator = Emulator::start(EmulatorConfig::builder().output_tokens(8).build().unwrap())
-        .await
-        .unwrap();
+    let emulator = loopback::emulator(8, false).await;
     emulator
         .set_faults(vec![FaultRule::new(FaultKind::TooManyTokens)])
         .unwrap();
@@ -436,20 +410,10 @@ async fn a_throttle_the_stack_cannot_absorb_reaches_the_caller_as_429_within_its
         request_timeout_secs: 3.0,
         ..gateway::Settings::defaults()
     };
-    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
-        .region("us-east-1")
-        .endpoint_url(emulator.endpoint_url())
-        .static_credentials("AKIDEXAMPLE", "not-a-secret")
-        .build()
-        .await
-        .unwrap();
+    let client = loopback::client(&emulator, "us-east-1").await;
     let metrics = gateway::prometheus("us-east-1").handle();
     let state = gateway::state(&settings, client, metrics).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, gateway::router(state)).await.unwrap();
-    });
+    let (server, addr) = serve(state).await;
 
     let check = |a: &Answer, took: Duration, limit: Duration| -> serde_json::Value {
         assert_eq!(a.status, 429, "{}", a.body);

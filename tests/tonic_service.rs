@@ -7,6 +7,8 @@
 //! the server-streaming method: the answer streamed, a fallback before the
 //! first token, a typed status after it; and the example's client mode.
 
+#[path = "support/loopback.rs"]
+mod loopback;
 #[path = "../examples/tonic_service.rs"]
 mod service;
 
@@ -17,7 +19,7 @@ use tonic::Code;
 use tonic::transport::server::TcpIncoming;
 
 use service::proto::ask_event::Event;
-use tower_bedrock_emulator::{Emulator, EmulatorConfig, FaultKind, FaultRule, Latency};
+use tower_bedrock_emulator::{FaultKind, FaultRule};
 
 fn ask(tenant: Option<&str>) -> tonic::Request<AskRequest> {
     let mut r = tonic::Request::new(AskRequest {
@@ -30,41 +32,38 @@ fn ask(tenant: Option<&str>) -> tonic::Request<AskRequest> {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_grpc_service_answers_falls_back_sheds_and_maps_errors() {
-    // Every answer is 190 tokens: a primary call (burndown 5) settles to
-    // 5 + 950 of a 1,000-token budget, a fallback call to 5 + 190.
-    let emulator = Emulator::start(
-        EmulatorConfig::builder()
-            .output_tokens(190)
-            .latency(Latency::default())
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let settings = service::Settings {
-        tokens_per_minute: 1_000,
-        max_wait_secs: 0.0,
-        ..service::Settings::defaults()
-    };
-    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
-        .region("us-east-1")
-        .endpoint_url(emulator.endpoint_url())
-        .static_credentials("AKIDEXAMPLE", "not-a-secret")
-        .build()
-        .await
-        .unwrap();
-    let gateway = service::Gateway::new(&settings, client).unwrap();
-    let breakers = gateway.breakers().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+/// Serves `gateway` over gRPC on a free loopback port: the server's task
+/// and a client connected to it.
+async fn serve(
+    gateway: service::Gateway,
+) -> (
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ChatClient<tonic::transport::Channel>,
+) {
+    let (listener, addr) = loopback::listener().await;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(gateway.into_server())
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    let mut chat = ChatClient::connect(format!("http://{addr}")).await.unwrap();
+    let chat = ChatClient::connect(format!("http://{addr}")).await.unwrap();
+    (server, chat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_service_answers_falls_back_sheds_and_maps_errors() {
+    // Every answer is 190 tokens: a primary call (burndown 5) settles to
+    // 5 + 950 of a 1,000-token budget, a fallback call to 5 + 190.
+    let emulator = loopback::emulator(190, true).await;
+    let settings = service::Settings {
+        tokens_per_minute: 1_000,
+        max_wait_secs: 0.0,
+        ..service::Settings::defaults()
+    };
+    let client = loopback::client(&emulator, "us-east-1").await;
+    let gateway = service::Gateway::new(&settings, client).unwrap();
+    let breakers = gateway.breakers().clone();
+    let (server, mut chat) = serve(gateway).await;
 
     // Tenants are checked.
     let e = chat.ask(ask(None)).await.unwrap_err();
@@ -164,35 +163,14 @@ async fn read(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_stream_falls_back_before_the_first_token_and_ends_with_a_typed_status() {
-    let emulator = Emulator::start(
-        EmulatorConfig::builder()
-            .output_tokens(12)
-            .latency(Latency::default())
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = loopback::emulator(12, true).await;
     let settings = service::Settings::defaults();
-    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
-        .region("us-east-1")
-        .endpoint_url(emulator.endpoint_url())
-        .static_credentials("AKIDEXAMPLE", "not-a-secret")
-        .build()
-        .await
-        .unwrap();
+    let client = loopback::client(&emulator, "us-east-1").await;
     // Compressed time: the retry's waits scale with the window.
     let gateway =
         service::Gateway::with_window(&settings, client, Duration::from_millis(600)).unwrap();
     let breakers = gateway.breakers().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(gateway.into_server())
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    let mut chat = ChatClient::connect(format!("http://{addr}")).await.unwrap();
+    let (server, mut chat) = serve(gateway).await;
 
     // Tenants are checked.
     let e = chat.ask_stream(ask(None)).await.unwrap_err();
@@ -292,19 +270,10 @@ async fn the_grpc_stream_falls_back_before_the_first_token_and_ends_with_a_typed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttle_is_answered_within_the_clients_deadline_and_the_client_mode_asks() {
-    let emulator = Emulator::start(EmulatorConfig::builder().output_tokens(6).build().unwrap())
-        .await
-        .unwrap();
-    let client = tower_bedrock::sdk::BedrockClientBuilder::new()
-        .region("us-east-1")
-        .endpoint_url(emulator.endpoint_url())
-        .static_credentials("AKIDEXAMPLE", "not-a-secret")
-        .build()
-        .await
-        .unwrap();
+    let emulator = loopback::emulator(6, false).await;
+    let client = loopback::client(&emulator, "us-east-1").await;
     assert!(service::Settings::defaults().request_timeout_secs < 30.0);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = loopback::listener().await;
     let settings = service::Settings {
         model: "anthropic.claude-3-haiku-20240307-v1:0".into(),
         listen: addr,
