@@ -5,11 +5,11 @@ use std::fmt;
 /// | class | typical Bedrock answer | retried? | trips a breaker? | falls back? |
 /// |---|---|---|---|---|
 /// | [`Throttled`](Self::Throttled) | 429 `ThrottlingException` | rate: after the window; overload: no | overload only | overload |
-/// | [`Unavailable`](Self::Unavailable) | 503, 500, transport failures | yes, with backoff | yes | yes |
+/// | [`Unavailable`](Self::Unavailable) | 503, 500, transport failures | yes, with backoff | yes, except a full connection pool | service errors (not network or pool: one endpoint and pool serve every model) |
 /// | [`ModelTimeout`](Self::ModelTimeout) | 408 `ModelTimeoutException` | once | yes | no |
 /// | [`QuotaExceeded`](Self::QuotaExceeded) | 400 `ServiceQuotaExceededException` | no | no | configurable |
 /// | [`Client`](Self::Client) | 400/403/404/409/424 | never | never | never |
-/// | [`Local`](Self::Local) | refused by this stack | never | never | budget / circuit |
+/// | [`Local`](Self::Local) | refused by this stack | never (an open circuit is waited out when opted in, as the preset does without a fallback) | never | budget / circuit |
 /// | [`Unknown`](Self::Unknown) | anything else | no | no | no |
 ///
 /// The columns give the defaults of the layers in this workspace; each layer
